@@ -1,0 +1,29 @@
+# `make chat` and `make test` set everything up on a fresh machine, then run.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: chat test eval bench clean
+
+$(BIN)/sanad: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first: 2.13.0 is a CPU build served from this machine's disk; any other version pulls a CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+chat: $(BIN)/sanad
+	$(BIN)/sanad chat
+
+test: $(BIN)/sanad
+	$(BIN)/python -m pytest -q
+	$(BIN)/sanad eval --suite seeds --out eval/out/seeds
+
+eval: $(BIN)/sanad
+	$(BIN)/sanad eval --suite seeds --out eval/out/seeds
+
+bench: $(BIN)/sanad
+	$(BIN)/sanad bench --out bench/out
+
+clean:
+	rm -rf $(VENV) eval/out bench/out

@@ -1,0 +1,122 @@
+"""How an evaluation report is shown: Markdown tables (also printed) and the evidence-score plot.
+
+Formatting only; every figure is computed in `eval.run` and `eval.metrics`.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+LISTED = 25  # questions shown per list in report.md (all are in report.json)
+SHOWN_CHARS = 160
+
+
+def render_markdown(report: dict) -> str:
+    """The whole report.md: verdict, metric tables, then the questions worth reading."""
+    metrics = report["metrics"]
+    lines = [f"# Sanad eval: {report['suite']}", "",
+             f"Corpus `{report['corpus']}`, model `{report['model']}`, answer mode `{report['answer_mode']}`, "
+             f"abstention threshold {_cell(report['abstain_threshold'])}, {metrics['questions']} questions"
+             + (f" (limit {report['limit']})" if report["limit"] else "") + ".", ""]
+    verdict = "FAIL" if report["failures"] else "PASS"
+    lines += [f"**{verdict}** against `{report['thresholds_file']}`", *[f"- {f}" for f in report["failures"]], ""]
+    lines += _xquad_tables(metrics) if report["suite"] == "xquad" else _seeds_tables(metrics, report["results"])
+    lines += ["## Questions", ""]
+    lines += _question_list("Answered but no key in the answer",
+                            [r for r in report["results"] if r["answerable"] and not r["abstained"] and not r["key_matched"]])
+    lines += _question_list("Answered although unanswerable",
+                            [r for r in report["results"] if not r["answerable"] and not r["abstained"]])
+    lines += _question_list("Abstained although answerable", [r for r in report["results"] if r["answerable"] and r["abstained"]])
+    lines += _question_list("Citations that do not support their sentence",
+                            [r for r in report["results"] if _below_one(r["citation_recall"]) or _below_one(r["citation_precision"])])
+    return "\n".join(lines) + "\n"
+
+
+def _seeds_tables(metrics: dict, results: list[dict]) -> list[str]:
+    languages = [key for key, value in metrics.items() if isinstance(value, dict)]
+    lines = ["## Metrics", "", "| metric | all | " + " | ".join(languages) + " |",
+             "|---|---:|" + "---:|" * len(languages)]
+    for name, value in metrics.items():
+        if not isinstance(value, dict):
+            lines.append(f"| {name} | {_cell(value)} | " + " | ".join(_cell(metrics[lang].get(name)) for lang in languages) + " |")
+    by_tag = defaultdict(list)
+    for result in results:
+        for tag in result["tags"]:
+            by_tag[tag].append(result)
+    lines += ["", "## By tag", "", "| tag | questions | answer accuracy (answerable) | abstained (unanswerable) |",
+              "|---|---:|---:|---:|"]
+    for tag, rows in sorted(by_tag.items()):
+        answerable = [r for r in rows if r["answerable"]]
+        unanswerable = [r for r in rows if not r["answerable"]]
+        accuracy = sum(r["key_matched"] and not r["abstained"] for r in answerable) / len(answerable) if answerable else None
+        abstained = sum(r["abstained"] for r in unanswerable) / len(unanswerable) if unanswerable else None
+        lines.append(f"| {tag} | {len(rows)} | {_cell(accuracy)} | {_cell(abstained)} |")
+    return lines + [""]
+
+
+def _xquad_tables(metrics: dict) -> list[str]:
+    lines = ["## Retrieval (gold paragraph in the top chunks)", "", "| lang | half | mode | R@1 | R@5 | MRR |",
+             "|---|---|---|---:|---:|---:|"]
+    for lang, halves in metrics["retrieval"].items():
+        for half, modes in halves.items():
+            for mode, values in modes.items():
+                lines.append(f"| {lang} | {half} | {mode} | {values['R@1']} | {values['R@5']} | {values['MRR']} |")
+    columns = ("questions", "answer_accuracy", "short_answer_rate", "short_answer_em", "short_answer_f1",
+               "false_abstention_rate", "cites_gold_article", "citation_recall", "groundedness", "exact_quote_rate",
+               "latency_p50_ms")
+    lines += ["", "## Answers", "", "| lang | half | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
+    for lang in ("ar", "en"):
+        for half, values in metrics[lang].items():
+            lines.append(f"| {lang} | {half} | " + " | ".join(_cell(values[c]) for c in columns) + " |")
+    return lines + [""]
+
+
+def _question_list(title: str, rows: list[dict]) -> list[str]:
+    lines = [f"### {title} ({len(rows)})", ""]
+    for row in rows[:LISTED]:
+        text = " ".join(row["text"].split())
+        lines.append(f"- `{row['id']}` ({row['lang']}, confidence {row['confidence']:.3f}): "
+                     f"{text[:SHOWN_CHARS]}{'…' if len(text) > SHOWN_CHARS else ''}")
+    if len(rows) > LISTED:
+        lines.append(f"- … {len(rows) - LISTED} more in report.json")
+    return lines + [""]
+
+
+def _below_one(value) -> bool:
+    return value is not None and value < 1
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def plot_confidence(groups: dict[str, list[float]], threshold: float | None, path: Path, title: str) -> Path:
+    """Overlaid histograms of `Answer.confidence` per group, with the abstention threshold as a line.
+
+    The gate works when the answerable mass sits right of the line and the unanswerable mass left of it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = [v for group in groups.values() for v in group] + ([threshold] if threshold is not None else [])
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    bins = np.linspace(low, high if high > low else low + 1e-6, 31)
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for label, group in groups.items():
+        if group:
+            axes.hist(group, bins=bins, alpha=0.55, label=f"{label} (n={len(group)})")
+    if threshold is not None:
+        axes.axvline(threshold, color="black", linestyle="--", label=f"abstention threshold {threshold:.3g}")
+    axes.set_xlabel("Answer.confidence (evidence score compared by the abstention gate)")
+    axes.set_ylabel("questions")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

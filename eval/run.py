@@ -1,0 +1,323 @@
+"""``sanad eval``: ask a gold question set, score every answer, compare with ``eval/thresholds.toml``.
+
+Two suites. ``seeds``: the hand-checked questions of ``eval/datasets/seeds_qa.jsonl`` over ``seeds/``
+(or ``--corpus DIR --questions FILE``, the same JSONL format, for your own articles). ``xquad``: the
+240 Arabic XQuAD paragraphs as a corpus, each question asked in Arabic and in English, reported
+per ``fit``/``report`` half so figures tuned on one half are read on the other.
+
+The index lives under ``--out``, so an evaluation never touches the user's own index. The
+command writes ``report.json``, ``report.md`` and ``confidence.png`` and exits 1 when a metric
+falls below its threshold (or rises above a ``max`` ceiling), naming each one.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from eval import metrics as m
+from eval.report import plot_confidence, render_markdown
+from rag.config import REPO_ROOT
+from rag.errors import ConfigError, CorpusError
+
+SEEDS_QUESTIONS = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
+THRESHOLDS = Path(__file__).with_name("thresholds.toml")
+DEPTH = 20  # chunks retrieved for the retrieval metrics; a gold passage below this rank is a miss
+
+
+@dataclass(frozen=True)
+class GoldQuestion:
+    """One line of a gold JSONL file (schema: ``eval/datasets/README.md``)."""
+
+    id: str
+    lang: str
+    question: str
+    answerable: bool
+    answers: tuple[str, ...]
+    articles: tuple[str, ...]
+    support: tuple[str, ...]
+    follows: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuestionResult:
+    """Everything measured about one asked question; the summaries are means over these."""
+
+    id: str
+    lang: str
+    group: str  # the XQuAD half ("fit"/"report"); "seeds" for the seeds suite
+    answerable: bool
+    tags: tuple[str, ...]
+    abstained: bool
+    key_matched: bool  # an answer key (XQuAD: a gold span) occurs in Answer.text
+    short_answer: str | None
+    short_em: float | None  # against the keys, only where a short answer was given
+    short_f1: float | None
+    confidence: float
+    latency_ms: float
+    article_rank: int | None  # rank of the first gold article in the top DEPTH chunks
+    sentence_rank: int | None  # rank of the first chunk holding a whole support sentence
+    citation_recall: float | None  # None: abstained, or nothing checkable in the answer
+    citation_precision: float | None
+    groundedness: float | None
+    quotes_exact: int
+    quotes: int
+    cites_gold_article: bool | None  # a supporting citation points into a gold article
+    cites_all_gold_articles: bool | None
+    text: str
+
+
+# --- reading ------------------------------------------------------------------------
+
+def read_questions(path: Path) -> list[GoldQuestion]:
+    """The gold questions, each line checked for the fields the suite needs."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read the question file ({exc.strerror})") from exc
+    questions = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            questions.append(GoldQuestion(
+                id=entry["id"], lang=entry.get("lang", "ar"), question=entry["question"],
+                answerable=bool(entry["answerable"]), answers=tuple(entry.get("answers", ())),
+                articles=tuple(entry.get("articles", ())), support=tuple(entry.get("support", ())),
+                follows=entry.get("follows"), tags=tuple(entry.get("tags", ()))))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CorpusError(f"{path}:{number}: not a gold question ({type(exc).__name__}: {exc})") from exc
+    return questions
+
+
+def read_thresholds(path: Path, suite: str) -> dict:
+    """The ``[suite]`` table: floors as ``name = value``, ceilings under ``[suite.max]``."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8")).get(suite, {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the thresholds ({exc})") from exc
+
+
+# --- asking and scoring ----------------------------------------------------------------
+
+def timed_ask(bot, question: str, history=None):
+    """(Answer, wall-clock milliseconds of ``ChatBot.ask``)."""
+    started = time.perf_counter()
+    answer = bot.ask(question, history)
+    return answer, (time.perf_counter() - started) * 1000
+
+
+def score_answer(answer, *, id: str, lang: str, group: str, answerable: bool, keys, gold_articles: set[str],
+                 latency_ms: float, article_text, tags=(), article_rank=None, sentence_rank=None) -> QuestionResult:
+    """The metrics of one answer (only citation and quote checks count for abstentions)."""
+    answered = not answer.abstained
+    recall, precision = m.citation_scores(answer.text, answer.citations) if answered else (None, None)
+    cited = {c.article_id for c in answer.citations if not c.related}
+    short = answer.short_answer if answered and answer.short_answer else None
+    return QuestionResult(
+        id=id, lang=lang, group=group, answerable=answerable, tags=tuple(tags), abstained=answer.abstained,
+        key_matched=m.any_key_matches(keys, answer.text), short_answer=short,
+        short_em=m.exact_match(short, keys) if short and keys else None,
+        short_f1=m.token_f1(short, keys) if short and keys else None,
+        confidence=float(answer.confidence), latency_ms=round(latency_ms, 1),
+        article_rank=article_rank, sentence_rank=sentence_rank, citation_recall=recall, citation_precision=precision,
+        groundedness=m.groundedness(answer.text, answer.citations) if answered else None,
+        quotes_exact=m.exact_quotes(answer.citations, article_text), quotes=len(answer.citations),
+        cites_gold_article=bool(cited & gold_articles) if answered and gold_articles else None,
+        cites_all_gold_articles=gold_articles <= cited if answered and gold_articles else None,
+        text=answer.text)
+
+
+def summarize(results: list[QuestionResult], retrieval: bool = True) -> dict:
+    """The suite's figures over ``results`` (None where no question of the kind was asked)."""
+    answerable = [r for r in results if r.answerable]
+    answered = [r for r in results if not r.abstained]
+    conflicts = [r.cites_all_gold_articles for r in answerable if "conflict" in r.tags]
+    summary = {"questions": len(results), "answerable": len(answerable), "unanswerable": len(results) - len(answerable)}
+    if retrieval:
+        for name in ("article", "sentence"):
+            ranks = [getattr(r, f"{name}_rank") for r in answerable]
+            summary |= {f"{name}_recall@1": m.recall_at(ranks, 1), f"{name}_recall@5": m.recall_at(ranks, 5),
+                        f"{name}_mrr": m.mrr(ranks)}
+    return summary | {
+        "answer_accuracy": m.mean([r.key_matched and not r.abstained for r in answerable]),
+        "short_answer_rate": m.mean([r.short_answer is not None for r in answerable]),
+        "short_answer_em": m.mean([r.short_em for r in answerable]),
+        "short_answer_f1": m.mean([r.short_f1 for r in answerable]),
+        "cites_gold_article": m.mean([r.cites_gold_article for r in answerable]),
+        "conflict_coverage": m.mean(conflicts),
+        "citation_recall": m.mean([r.citation_recall for r in answered]),
+        "citation_precision": m.mean([r.citation_precision for r in answered]),
+        "groundedness": m.mean([r.groundedness for r in answered]),
+        "exact_quote_rate": m.ratio(sum(r.quotes_exact for r in results), sum(r.quotes for r in results)),
+        **m.abstention_scores([r.answerable for r in results], [r.abstained for r in results],
+                              [r.key_matched for r in results]),
+        "latency_p50_ms": m.percentile([r.latency_ms for r in results], 50),
+        "latency_p95_ms": m.percentile([r.latency_ms for r in results], 95),
+    }
+
+
+# --- suites -------------------------------------------------------------------------------
+
+def run_seeds(args, out: Path):
+    """(metrics, results, confidence groups, bot) for a gold JSONL file over a folder of articles."""
+    from tqdm import tqdm
+
+    from rag.chatbot import ChatBot
+
+    if args.corpus and not args.questions:
+        raise ConfigError("--corpus needs --questions FILE: the seeds questions are about seeds/ only")
+    questions = read_questions(args.questions or SEEDS_QUESTIONS)[:args.limit or None]
+    bot = ChatBot(corpus=args.corpus, index_dir=out / "index-seeds", progress=_index_progress())
+    ids_by_name = {name: article.id for article in bot.articles for name in (article.id, article.source)}
+    asked: dict = {}  # id -> (question, Answer), the history of follow-ups
+    results = []
+    for gold in tqdm(questions, desc="seeds", unit="q", file=sys.stderr):
+        if gold.follows and gold.follows not in asked:
+            raise CorpusError(f"{gold.id} follows {gold.follows!r}, which is not an earlier question of the file")
+        history = [asked[gold.follows]] if gold.follows else None
+        query = bot.answerer.retrieval_query(gold.question, history) if hasattr(bot.answerer, "retrieval_query") else gold.question
+        hits = bot.retrieve(query, top_k=DEPTH)
+        gold_articles = {ids_by_name.get(name, name) for name in gold.articles}
+        answer, latency = timed_ask(bot, gold.question, history)
+        asked[gold.id] = (gold.question, answer)
+        results.append(score_answer(
+            answer, id=gold.id, lang=gold.lang, group="seeds", answerable=gold.answerable, keys=gold.answers,
+            gold_articles=gold_articles, latency_ms=latency, article_text=lambda a: bot.index.article(a).text,
+            tags=gold.tags, article_rank=m.article_rank([h.chunk.article_id for h in hits], gold_articles),
+            sentence_rank=m.sentence_rank([h.chunk.text for h in hits], gold.support)))
+    summary = summarize(results)
+    for lang in sorted({r.lang for r in results}):
+        summary[lang] = summarize([r for r in results if r.lang == lang])
+    groups = {"answerable": [r.confidence for r in results if r.answerable],
+              "unanswerable": [r.confidence for r in results if not r.answerable]}
+    return summary, results, groups, bot
+
+
+def run_xquad(args, out: Path):
+    """(metrics, results, confidence groups, bot) for XQuAD-ar paragraphs, questions in Arabic and English."""
+    from tqdm import tqdm
+
+    from eval import xquad
+    from rag.chatbot import ChatBot
+
+    if args.corpus or args.questions:
+        raise ConfigError("--corpus and --questions are for --suite seeds; XQuAD brings its own (see --xquad DIR)")
+    records, questions = xquad.load(args.xquad)
+    questions = questions[:args.limit or None]
+    corpus = xquad.write_corpus(records, out / "xquad_corpus")
+    bot = ChatBot(corpus=corpus, index_dir=out / "index-xquad", progress=_index_progress())
+    summary = {"retrieval": xquad_retrieval_by_half(bot, questions)}
+    results = []
+    asks = [(q, lang) for lang in ("ar", "en") for q in questions]
+    for q, lang in tqdm(asks, desc="xquad", unit="q", file=sys.stderr):
+        answer, latency = timed_ask(bot, q.question_ar if lang == "ar" else q.question_en)
+        results.append(score_answer(
+            answer, id=q.id, lang=lang, group=q.half, answerable=True, keys=q.answers, gold_articles={q.article_id},
+            latency_ms=latency, article_text=lambda a: bot.index.article(a).text))
+    summary |= summarize(results, retrieval=False)
+    for lang in ("ar", "en"):
+        summary[lang] = {half: summarize([r for r in results if r.lang == lang and half in ("all", r.group)], retrieval=False)
+                         for half in ("fit", "report", "all")}
+    groups = {f"XQuAD {lang} (all answerable)": [r.confidence for r in results if r.lang == lang] for lang in ("ar", "en")}
+    return summary, results, groups, bot
+
+
+def xquad_retrieval_by_half(bot, questions) -> dict:
+    """{lang: {half: {mode: {"R@1", "R@5", "MRR"}}}}; "all" is the question-weighted mean of the halves."""
+    from eval.retrieval import xquad_retrieval
+    from rag.retrieve import MODES
+
+    halves = {half: [q for q in questions if q.half == half] for half in ("fit", "report")}
+    scores = {half: xquad_retrieval(bot, qs) for half, qs in halves.items() if qs}
+    table = {}
+    for lang in ("ar", "en"):
+        table[lang] = {half: scores[half][lang] for half in scores}
+        table[lang]["all"] = {}
+        for mode in MODES if scores else ():
+            table[lang]["all"][mode] = {
+                name: round(sum(len(halves[h]) * scores[h][lang][mode][name] for h in scores) / len(questions), 3)
+                for name in ("R@1", "R@5", "MRR")}
+    return table
+
+
+def _index_progress():
+    """A tqdm bar on stderr fed by the store's (done, total, what) callbacks while the index builds."""
+    from tqdm import tqdm
+
+    bars = {}
+
+    def update(done: int, total: int, what: str) -> None:
+        if what not in bars:
+            bars[what] = tqdm(total=total, desc=what, unit="text", file=sys.stderr, leave=False)
+        bar = bars[what]
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    return update
+
+
+# --- thresholds ------------------------------------------------------------------------------
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts as dotted names: {"ar": {"answer_accuracy": 1}} -> {"ar.answer_accuracy": 1}."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        flat |= flatten(value, name + ".") if isinstance(value, dict) else {name: value}
+    return flat
+
+
+def check_thresholds(metrics: dict, thresholds: dict) -> list[str]:
+    """One line per metric below its floor or above its ``max`` ceiling (or missing from the report).
+
+    A metric that could not be measured (None: no question of that kind) fails only a positive floor.
+    """
+    values, failures = flatten(metrics), []
+    limits = [(name, limit, "floor") for name, limit in flatten({k: v for k, v in thresholds.items() if k != "max"}).items()]
+    limits += [(name, limit, "ceiling") for name, limit in flatten(thresholds.get("max", {})).items()]
+    for name, limit, kind in limits:
+        if name not in values:
+            failures.append(f"{name}: no such metric in the report (check the name in the thresholds file)")
+        elif values[name] is None:
+            if kind == "floor" and limit > 0:
+                failures.append(f"{name}: not measured (no questions of that kind), threshold {limit}")
+        elif kind == "floor" and values[name] < limit:
+            failures.append(f"{name} = {values[name]:.4g} is below its threshold {limit}")
+        elif kind == "ceiling" and values[name] > limit:
+            failures.append(f"{name} = {values[name]:.4g} is above its ceiling {limit}")
+    return failures
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+def main(args) -> int:
+    """Run the suite named by ``args.suite``; 0 when every threshold holds, 1 otherwise."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    thresholds_path = Path(getattr(args, "thresholds", None) or THRESHOLDS)
+    thresholds = read_thresholds(thresholds_path, args.suite)
+    run = run_xquad if args.suite == "xquad" else run_seeds
+    summary, results, groups, bot = run(args, out)
+    failures = check_thresholds(summary, thresholds)
+    gate = getattr(bot.answerer, "abstain_threshold", None)
+    report = {
+        "suite": args.suite, "corpus": str(bot.corpus), "model": bot.config.embed.model,
+        "answer_mode": bot.config.answer.mode, "abstain_threshold": gate, "limit": args.limit,
+        "thresholds_file": str(thresholds_path), "failures": failures, "metrics": summary,
+        "results": [asdict(r) for r in results],
+    }
+    (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    markdown = render_markdown(report)
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    plot_confidence(groups, gate, out / "confidence.png", f"Sanad {args.suite}: evidence score by question kind")
+    print(markdown.split("\n## Questions", 1)[0])  # the tables, not the per-question lists
+    print(f"Wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'confidence.png'}")
+    for failure in failures:
+        print(f"FAIL {failure}")
+    return 1 if failures else 0

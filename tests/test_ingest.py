@@ -1,0 +1,211 @@
+"""rag/ingest.py: folders of .txt/.md/.html/.jsonl/.json articles, exact texts, clear errors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from rag.errors import CorpusError, SanadError
+from rag.ingest import content_hash, read_corpus, read_file
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def only_article(folder: Path):
+    articles = read_corpus(folder)
+    assert len(articles) == 1, articles
+    return articles[0]
+
+
+# --- text and markdown -------------------------------------------------------------
+
+def test_txt_title_is_the_first_non_empty_line_and_text_is_exact(tmp_path):
+    text = "\n  \n  عنوان الخبر  \nالفقرة الأولى.\nالفقرة الثانية.\n"
+    write(tmp_path / "a.txt", text)
+    article = only_article(tmp_path)
+    assert article.title == "عنوان الخبر"
+    assert article.text == text
+    assert (article.id, article.source) == ("a.txt", "a.txt")
+
+
+def test_txt_keeps_crlf_line_ends(tmp_path):
+    text = "العنوان\r\nالسطر الأول.\r\nالسطر الثاني.\r\n"
+    write(tmp_path / "a.txt", text)
+    article = only_article(tmp_path)
+    assert article.text == text
+    assert article.title == "العنوان"
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_text(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbf" + "عنوان\nنص.".encode())
+    article = only_article(tmp_path)
+    assert article.text == "عنوان\nنص."
+    assert article.title == "عنوان"
+
+
+def test_md_title_loses_leading_hashes(tmp_path):
+    text = "\n## عنوان المقال\nنص المقال.\n"
+    write(tmp_path / "a.md", text)
+    article = only_article(tmp_path)
+    assert article.title == "عنوان المقال"
+    assert article.text == text
+
+
+def test_seeds_are_read_exactly(seeds_dir, seeds_articles):
+    assert [a.id for a in seeds_articles] == sorted(p.name for p in seeds_dir.glob("*.txt"))
+    for article in seeds_articles:
+        assert article.text == (seeds_dir / article.id).read_bytes().decode("utf-8")
+        assert article.title and article.title == article.text.strip().splitlines()[0].strip()
+
+
+# --- html ---------------------------------------------------------------------------
+
+HTML = """<!doctype html><html><head><title> عنوان الصفحة </title>
+<style>p { color: red }</style><script>var secret = "سر مخفي";</script></head>
+<body><h1>العنوان الكبير</h1><p>الفقرة   الأولى &amp; المزيد.</p>
+<script>alert("نص برمجي")</script><noscript>فعّل جافاسكربت</noscript>
+<div>سطر آخر<br>بعد الفاصل</div></body></html>"""
+
+
+def test_html_keeps_visible_text_only(tmp_path):
+    write(tmp_path / "page.html", HTML)
+    article = only_article(tmp_path)
+    assert article.title == "عنوان الصفحة"
+    assert article.text == "العنوان الكبير\nالفقرة الأولى & المزيد.\nسطر آخر\nبعد الفاصل"
+    for hidden in ("سر مخفي", "نص برمجي", "color", "جافاسكربت", "عنوان الصفحة"):
+        assert hidden not in article.text
+
+
+def test_html_without_title_uses_its_first_line(tmp_path):
+    write(tmp_path / "page.htm", "<p>أول سطر</p><p>ثاني سطر.</p>")
+    assert only_article(tmp_path).title == "أول سطر"
+
+
+# --- records -------------------------------------------------------------------------
+
+def test_jsonl_records_with_fields_and_ids(tmp_path):
+    records = [{"title": "العنوان 1", "text": "نص أول.", "date": "2024-11-02", "url": "https://example.org/1",
+                "source": "بي بي سي"},
+               {"text": "السطر الأول\nنص ثان."}]
+    write(tmp_path / "news" / "feed.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n\n")
+    first, second = read_corpus(tmp_path)
+    assert (first.id, first.source) == ("news/feed.jsonl#1", "feed.jsonl#1")
+    assert (first.title, first.text, first.date, first.url, first.outlet) == (
+        "العنوان 1", "نص أول.", "2024-11-02", "https://example.org/1", "بي بي سي")
+    assert (second.id, second.title, second.text) == ("news/feed.jsonl#2", "السطر الأول", "السطر الأول\nنص ثان.")
+    assert second.date is second.url is second.outlet is None
+
+
+def test_json_list_skips_empty_texts_but_keeps_numbering(tmp_path):
+    write(tmp_path / "all.json", json.dumps([{"text": "أ."}, {"text": "   "}, {"text": "ب.", "date": 2024}]))
+    articles = read_corpus(tmp_path)
+    assert [(a.id, a.text, a.date) for a in articles] == [("all.json#1", "أ.", None), ("all.json#3", "ب.", "2024")]
+
+
+def test_json_single_object(tmp_path):
+    write(tmp_path / "one.json", json.dumps({"title": "ت", "text": "نص."}))
+    assert [(a.id, a.title) for a in read_corpus(tmp_path)] == [("one.json#1", "ت")]
+
+
+@pytest.mark.parametrize("record", [{"title": "بلا نص"}, {"text": 5}, ["text"]])
+def test_record_without_text_names_the_file(tmp_path, record):
+    write(tmp_path / "bad.jsonl", json.dumps({"text": "جيد."}) + "\n" + json.dumps(record, ensure_ascii=False))
+    with pytest.raises(CorpusError, match=r"bad\.jsonl: record 2 needs a \"text\" string"):
+        read_corpus(tmp_path)
+
+
+def test_invalid_json_names_the_file_and_line(tmp_path):
+    write(tmp_path / "broken.jsonl", '{"text": "أ"}\n{"text": \n')
+    with pytest.raises(CorpusError, match=r"broken\.jsonl: invalid JSON at line 1"):
+        read_corpus(tmp_path)
+
+
+# --- folders -------------------------------------------------------------------------
+
+def test_recursive_sorted_and_hidden_files_skipped(tmp_path):
+    write(tmp_path / "b.txt", "ب.")
+    write(tmp_path / "a" / "z.md", "ز.")
+    write(tmp_path / "a" / "deeper" / "y.txt", "ي.")
+    write(tmp_path / ".hidden.txt", "مخفي.")
+    write(tmp_path / ".git" / "notes.txt", "مخفي.")
+    write(tmp_path / "a" / ".draft.txt", "مخفي.")
+    write(tmp_path / "picture.png", "ليس مقالا")
+    articles = read_corpus(tmp_path)
+    assert [a.id for a in articles] == ["a/deeper/y.txt", "a/z.md", "b.txt"]
+    assert [a.source for a in articles] == ["y.txt", "z.md", "b.txt"]
+
+
+def test_empty_files_are_skipped(tmp_path):
+    write(tmp_path / "empty.txt", "  \n\t\n")
+    write(tmp_path / "full.txt", "نص.")
+    assert [a.id for a in read_corpus(tmp_path)] == ["full.txt"]
+
+
+def test_a_single_file_is_a_corpus(tmp_path):
+    path = write(tmp_path / "one.txt", "عنوان\nنص.")
+    assert [(a.id, a.text) for a in read_corpus(path)] == [("one.txt", "عنوان\nنص.")]
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(CorpusError, match="corpus folder not found: .*nope"):
+        read_corpus(tmp_path / "nope")
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(CorpusError, match=r"no articles in .*expected files ending in \.txt"):
+        read_corpus(tmp_path)
+
+
+def test_folder_of_unsupported_files_only(tmp_path):
+    write(tmp_path / "notes.docx", "نص")
+    with pytest.raises(CorpusError, match="no articles"):
+        read_corpus(tmp_path)
+
+
+def test_folder_of_empty_files_only(tmp_path):
+    write(tmp_path / "a.txt", "")
+    write(tmp_path / "b.md", "\n \n")
+    with pytest.raises(CorpusError, match="every file .* is empty"):
+        read_corpus(tmp_path)
+
+
+def test_binary_file_names_the_file(tmp_path):
+    write(tmp_path / "good.txt", "نص.")
+    (tmp_path / "photo.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    with pytest.raises(CorpusError, match=r"photo\.txt: looks like a binary file") as error:
+        read_corpus(tmp_path)
+    assert isinstance(error.value, SanadError)
+
+
+def test_non_utf8_file_names_the_file(tmp_path):
+    write(tmp_path / "good.txt", "نص.")
+    (tmp_path / "windows.txt").write_bytes("كوريا الشمالية".encode("cp1256"))
+    with pytest.raises(CorpusError, match=r"windows\.txt: not valid UTF-8 \(byte 0\)"):
+        read_corpus(tmp_path)
+
+
+def test_unsupported_file_given_directly(tmp_path):
+    path = write(tmp_path / "doc.pdf", "نص")
+    with pytest.raises(CorpusError, match=r"doc\.pdf: unsupported file type \.pdf"):
+        list(read_file(path, tmp_path))
+
+
+# --- content hash ---------------------------------------------------------------------
+
+def test_content_hash_follows_text_title_date_and_url(seeds_articles):
+    article = seeds_articles[0]
+    original = content_hash(article)
+    assert content_hash(dataclasses.replace(article)) == original
+    for change in ({"text": article.text + " "}, {"title": article.title + "!"}, {"date": "2024-01-01"},
+                   {"url": "https://example.org"}):
+        assert content_hash(dataclasses.replace(article, **change)) != original, change
+
+
+def test_content_hash_differs_between_seeds(seeds_articles):
+    assert len({content_hash(a) for a in seeds_articles}) == len(seeds_articles)

@@ -15,6 +15,7 @@ asked of the seed articles (off-topic). The threshold maximizes balanced accurac
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from rag.evidence import FEATURES, GATE_FEATURES, MODEL_FILE, Model, analyse, ca
 from rag.types import Hit
 
 OUT = Path("eval/out/fit")
+GOLD = Path(__file__).with_name("datasets") / "seeds_qa.jsonl"
 
 
 def _contains(sentence: str, answers) -> bool:
@@ -56,10 +58,48 @@ def collect(bot, seeds_bot, questions) -> dict:
                         rows.append(c.features)
                         labels.append(float(c.sentence.article_id == q.article_id and _contains(c.sentence.text, q.answers)))
                         groups.append((lang, number))
-                gate_rows.append((parsed.answer_type, found, excluded is None, q.answers, q.article_id))
+                gate_rows.append((lang, parsed.answer_type, found, excluded is None, q.answers, {q.article_id}))
             off_topic = seeds_bot.retrieve(text, top_k=top_k, query_vector=vector)
-            gate_rows.append((parsed.answer_type, candidates(parsed, vector, off_topic, seeds_bot.index), False, (), None))
+            gate_rows.append((lang, parsed.answer_type, candidates(parsed, vector, off_topic, seeds_bot.index), False,
+                              (), set()))
     return {"X": np.array(rows), "y": np.array(labels), "groups": groups, "gate": gate_rows}
+
+
+def seeds_half(entry: dict, by_id: dict) -> str:
+    """"fit" or "report" for a gold-set question, fixed by the id of its first turn (chains stay together)."""
+    while entry.get("follows"):
+        entry = by_id[entry["follows"]]
+    return "fit" if int(hashlib.sha1(entry["id"].encode()).hexdigest(), 16) % 2 == 0 else "report"
+
+
+def collect_seeds(bot, entries: list[dict], data: dict, weight: int) -> None:
+    """Add the fit half of the project's own gold set (in-domain news, real unanswerables) to ``data``.
+
+    Its rows are repeated ``weight`` times: a few hundred in-domain questions against thousands from XQuAD.
+    """
+    from eval.metrics import any_key_matches
+
+    by_id = {e["id"]: e for e in entries}
+    top_k = bot.config.retrieve.top_k
+    offset = len(set(data["groups"]))
+    for number, entry in enumerate(e for e in entries if seeds_half(e, by_id) == "fit"):
+        previous = by_id[entry["follows"]]["question"] if entry.get("follows") else None
+        history = [(previous, "")] if previous else None
+        query = bot.answerer.retrieval_query(entry["question"], history)
+        vector = bot.embedder.encode_queries([query])[0]
+        parsed = analyse(entry["question"], previous)
+        found = candidates(parsed, vector, bot.retrieve(query, top_k=top_k, query_vector=vector), bot.index)
+        lang = parsed.language
+        gold_articles = set(entry["articles"])
+        for copy in range(weight):
+            for c in found:
+                data["X"] = np.vstack([data["X"], [c.features]])
+                label = entry["answerable"] and c.sentence.article_id in gold_articles and \
+                    any_key_matches(entry["answers"], c.sentence.text)
+                data["y"] = np.append(data["y"], float(label))
+                data["groups"].append(("seeds", lang, copy, offset + number))
+            data["gate"].append((lang, parsed.answer_type, found, entry["answerable"], tuple(entry["answers"]),
+                                 gold_articles))
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 3000, rate: float = 0.5) -> np.ndarray:
@@ -104,35 +144,50 @@ def fit(data: dict) -> dict:
     keys = {key: i for i, key in enumerate(dict.fromkeys(data["groups"]))}
     groups = np.array([keys[key] for key in data["groups"]])
     sentence_weights = fit_listwise((X - mean) / scale, y, groups)
-    model = Model(mean, scale, sentence_weights, np.zeros(len(GATE_FEATURES) + 1), 0.5)
+    model = Model(mean, scale, sentence_weights, {}, {})
 
-    gate_X, gate_y = [], []
-    for answer_type, found, answerable, answers, gold in data["gate"]:
-        scored = score(found, model)
-        correct = answerable and bool(scored) and scored[0].sentence.article_id == gold and _contains(scored[0].sentence.text, answers)
-        if answerable and not correct:
-            continue  # a retrieval or ranking miss: neither a clean positive nor a true negative
-        gate_X.append(gate_features(scored, answer_type))
-        gate_y.append(float(correct))
-    gate_X, gate_y = np.array(gate_X), np.array(gate_y)
-    gate_weights = fit_logistic(gate_X, gate_y)
-    probabilities = 1 / (1 + np.exp(-(gate_weights[0] + gate_X @ gate_weights[1:])))
-    threshold, best = 0.5, -1.0
-    for candidate in np.linspace(0.05, 0.95, 91):
-        balanced = ((probabilities >= candidate)[gate_y == 1].mean() + (probabilities < candidate)[gate_y == 0].mean()) / 2
-        if balanced > best:
-            threshold, best = float(candidate), float(balanced)
+    gate_weights, thresholds, balanced_accuracy, counts = {}, {}, {}, {}
+    for language in ("ar", "en"):
+        gate_X, gate_y = [], []
+        for lang, answer_type, found, answerable, answers, gold in data["gate"]:
+            if lang != language:
+                continue
+            scored = score(found, model)
+            correct = answerable and bool(scored) and _correct(scored[0], answers, gold)
+            if answerable and not correct:
+                continue  # a retrieval or ranking miss: neither a clean positive nor a true negative
+            gate_X.append(gate_features(scored, answer_type))
+            gate_y.append(float(correct))
+        gate_X, gate_y = np.array(gate_X), np.array(gate_y)
+        weights = fit_logistic(gate_X, gate_y)
+        probabilities = 1 / (1 + np.exp(-(weights[0] + gate_X @ weights[1:])))
+        best_threshold, best = 0.5, -1.0
+        for threshold in np.linspace(0.05, 0.95, 91):
+            balanced = ((probabilities >= threshold)[gate_y == 1].mean() + (probabilities < threshold)[gate_y == 0].mean()) / 2
+            if balanced > best:
+                best_threshold, best = float(threshold), float(balanced)
+        gate_weights[language] = weights.round(6).tolist()
+        thresholds[language] = round(best_threshold, 3)
+        balanced_accuracy[language] = round(best, 4)
+        counts[language] = [int(len(gate_y)), int(gate_y.sum())]
     return {
         "features": list(FEATURES), "gate_features": list(GATE_FEATURES),
         "mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
-        "sentence_weights": sentence_weights.round(6).tolist(), "gate_weights": gate_weights.round(6).tolist(),
-        "gate_threshold": round(threshold, 3),
+        "sentence_weights": sentence_weights.round(6).tolist(), "gate_weights": gate_weights,
+        "gate_thresholds": thresholds,
         "fitted_on": {"data": "XQuAD fit half (by article), ar + en questions; gate negatives: gold paragraph "
                               "removed, and questions asked of the seed articles",
-                      "sentences": int(len(y)), "positives": int(y.sum()), "gate_examples": int(len(gate_y)),
-                      "gate_positives": int(gate_y.sum()), "gate_balanced_accuracy": round(best, 4),
+                      "sentences": int(len(y)), "positives": int(y.sum()),
+                      "gate_examples_and_positives": counts, "gate_balanced_accuracy": balanced_accuracy,
                       "top1_sentence_contains_answer": _top1_rate(data, model), "date": time.strftime("%Y-%m-%d")},
     }
+
+
+def _correct(candidate, answers, gold_articles) -> bool:
+    from eval.metrics import any_key_matches
+
+    return candidate.sentence.article_id in gold_articles and (
+        _contains(candidate.sentence.text, answers) or any_key_matches(answers, candidate.sentence.text))
 
 
 def _top1_rate(data: dict, model: Model) -> float:
@@ -152,6 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--model", type=Path, default=MODEL_FILE)
+    parser.add_argument("--seeds-weight", type=int, default=3, help="copies of each in-domain gold question")
     parser.add_argument("--dump", type=Path, default=None, help="also pickle the feature rows here")
     parser.add_argument("--index", type=Path, default=None, help="reuse an XQuAD index folder")
     args = parser.parse_args()
@@ -162,6 +218,8 @@ def main() -> None:
     seeds_bot = ChatBot(index_dir=args.out / "seeds_index")
     started = time.perf_counter()
     data = collect(bot, seeds_bot, fit_half)
+    entries = [json.loads(line) for line in GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
+    collect_seeds(seeds_bot, entries, data, weight=args.seeds_weight)
     if args.dump:
         import pickle
 
@@ -170,7 +228,8 @@ def main() -> None:
     args.model.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(result["fitted_on"], indent=1), f"\n{len(fit_half)} questions, {time.perf_counter() - started:.0f} s")
     print(dict(zip(FEATURES, result["sentence_weights"])))
-    print(dict(zip(("bias",) + GATE_FEATURES, result["gate_weights"])), "threshold", result["gate_threshold"])
+    for language, weights in result["gate_weights"].items():
+        print(language, dict(zip(("bias",) + GATE_FEATURES, weights)), "threshold", result["gate_thresholds"][language])
 
 
 if __name__ == "__main__":

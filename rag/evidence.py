@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.arabic import is_arabic, normalize, read_numbers, terms
+from rag.arabic import STOPWORDS, is_arabic, normalize, read_numbers, terms, words
 from rag.types import Hit, Sentence
 
 MODEL_FILE = Path(__file__).with_name("answer_model.json")
@@ -48,6 +48,7 @@ class Question:
     own_terms: tuple[str, ...]  # this turn's terms only
     numbers: frozenset[float]
     follow_up: bool
+    focus: str | None = None  # skeleton of the noun asked about: "كم دبابة" -> دبب (Arabic questions only)
 
 
 def analyse(question: str, previous: str | None = None) -> Question:
@@ -63,7 +64,31 @@ def analyse(question: str, previous: str | None = None) -> Question:
     else:
         combined = own
     return Question(question, "ar" if is_arabic(question) else "en", answer_type, combined, own,
-                    frozenset(n.value for n in read_numbers(question)), follow_up)
+                    frozenset(n.value for n in read_numbers(question)), follow_up, _focus(norm))
+
+
+# "كم دبابة"، "ما عدد الجرحى": the counted noun, whose absence makes a "how many" question unanswerable.
+_FOCUS = (re.compile(r"(?:^|\s)(?:و|ف|ب)?عدد\s+([^\W\d_]+)"),
+          re.compile(r"(?:^|\s)(?:و|ف)?(?:كم|قديش|كام)\s+([^\W\d_]+)"))
+FOCUS_LETTERS = 3
+
+
+def skeleton(word: str) -> str:
+    """First consonants of a word, long vowels dropped: "الجنود", "جندي", "جنديا" -> "جند"; "دبابات" -> "دبب".
+
+    Broken plurals defeat the stemmer ("جنود" vs "جندي"); the consonant skeleton mostly survives them.
+    """
+    word = word.removeprefix("ال")
+    return (word[:1] + re.sub("[اوي]", "", word[1:]))[:FOCUS_LETTERS]
+
+
+def _focus(norm: str) -> str | None:
+    for pattern in _FOCUS:
+        for match in pattern.finditer(norm):
+            word = match.group(1)
+            if word not in STOPWORDS and len(word.removeprefix("ال")) >= 3:
+                return skeleton(word)
+    return None
 
 
 def _answer_type(norm: str) -> str:
@@ -89,7 +114,7 @@ _PLACE_CUES = re.compile(r"\b(?:في|الي|من|قرب|بالقرب من) (?:ا
 
 FEATURES = ("dense", "dense_gap", "previous_dense", "chunk_rank", "cover", "own_cover", "prefix_cover", "bigrams",
             "previous_cover", "proximity", "missing_idf", "type_number", "type_date", "type_place", "type_entity",
-            "length", "headline", "arabic_cover")
+            "length", "headline", "arabic_cover", "focus")
 PREFIX = 4  # letters of a stem compared by `prefix_cover`: Arabic stemming misses many shared roots
 
 
@@ -125,12 +150,12 @@ def candidates(question: Question, query_vector: np.ndarray, hits: list[Hit], in
     dense = np.asarray(index.sentence_vectors[rows], np.float32) @ query
     previous_dense = np.asarray(index.sentence_vectors[previous_rows], np.float32) @ query
     best_dense = float(dense.max())
-    idf = _idf(index, question.terms)
+    weights = idf(index, question.terms)
     result = []
     for row, previous_row, similarity, before in zip(rows, previous_rows, dense.tolist(), previous_dense.tolist()):
         sentence = index.sentence(row)
         previous = index.sentence(previous_row).text if previous_row != row else ""
-        features = _features(question, sentence, previous, similarity, before, best_dense, chunk_rank[row], idf)
+        features = _features(question, sentence, previous, similarity, before, best_dense, chunk_rank[row], weights)
         result.append(Candidate(sentence, row, features))
     return result
 
@@ -167,6 +192,8 @@ def _features(question: Question, sentence: Sentence, previous: str, dense: floa
         math.log1p(len(sentence_terms)) / 4.0,
         float(sentence.start == 0),
         cover if question.language == "ar" else 0.0,
+        0.5 if question.focus is None else float(any(question.focus in (skeleton(w), skeleton(w[1:]))
+                                                     for w in words(sentence.text))),
     )
 
 
@@ -195,7 +222,7 @@ def _proximity(sentence_terms: tuple[str, ...], wanted: set[str]) -> float:
     return 1.0 / (1.0 + best - len(matched))
 
 
-def _idf(index, question_terms) -> dict[str, float]:
+def idf(index, question_terms) -> dict[str, float]:
     """BM25-style IDF of each question term over the index's chunks (unknown terms get the maximum)."""
     bm25 = index.bm25
     vocab = bm25.vocab_dict
@@ -218,28 +245,31 @@ class Model:
     mean: np.ndarray
     scale: np.ndarray
     sentence_weights: np.ndarray
-    gate_weights: np.ndarray  # bias first, over GATE_FEATURES
-    gate_threshold: float
+    gate_weights: dict[str, np.ndarray]  # per question language: bias first, over GATE_FEATURES
+    gate_thresholds: dict[str, float]
 
     def sentence_score(self, features: tuple[float, ...]) -> float:
         return float(((np.asarray(features) - self.mean) / self.scale) @ self.sentence_weights)
 
-    def gate_probability(self, gate_features: tuple[float, ...]) -> float:
-        return _sigmoid(self.gate_weights[0] + np.asarray(gate_features) @ self.gate_weights[1:])
+    def gate_probability(self, gate_features: tuple[float, ...], language: str) -> float:
+        weights = self.gate_weights[language]
+        return _sigmoid(weights[0] + np.asarray(gate_features) @ weights[1:])
 
 
+# The gate is fitted per question language: lexical evidence means nothing for an English question.
 GATE_FEATURES = ("best_score", "best_probability", "best_cover", "best_missing_idf", "best_type_present",
-                 "best_dense")
+                 "best_dense", "best_focus")
 
 
 def gate_features(ranked: list[Candidate], answer_type: str) -> tuple[float, ...]:
     """What the abstention gate sees: how good the best sentence is in absolute terms."""
     if not ranked:
-        return (-10.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+        return (-10.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
     best = ranked[0]
     named = dict(zip(FEATURES, best.features))
     type_present = 1.0 if answer_type == "clause" else named[f"type_{answer_type}"]
-    return (best.score, best.probability, named["cover"], named["missing_idf"], type_present, named["dense"])
+    return (best.score, best.probability, named["cover"], named["missing_idf"], type_present, named["dense"],
+            named["focus"])
 
 
 @functools.lru_cache(maxsize=4)
@@ -248,7 +278,8 @@ def load_model(path: Path = MODEL_FILE) -> Model:
     if tuple(data["features"]) != FEATURES or tuple(data["gate_features"]) != GATE_FEATURES:
         raise ValueError(f"{path} was fitted on other features; refit with `python -m eval.fit_answer`")
     return Model(np.array(data["mean"]), np.array(data["scale"]), np.array(data["sentence_weights"]),
-                 np.array(data["gate_weights"]), float(data["gate_threshold"]))
+                 {lang: np.array(w) for lang, w in data["gate_weights"].items()},
+                 {lang: float(t) for lang, t in data["gate_thresholds"].items()})
 
 
 def _sigmoid(value: float) -> float:

@@ -123,6 +123,8 @@ def open_index(index_dir: Path, expected: dict) -> Index:
         manifest = json.loads((current / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise StoreError(f"the index at {index_dir} is unreadable ({exc}); delete the folder to rebuild it") from exc
+    if not isinstance(manifest, dict):
+        raise StoreError(f"the index at {index_dir} has a damaged manifest; delete the folder to rebuild it")
     reason = mismatch(manifest, expected)
     if reason:
         raise IndexMismatchError(reason)
@@ -335,7 +337,7 @@ def _write_version(index_dir: Path, manifest, articles, chunk_table, sentence_ta
         link = index_dir / f".link-{name}"
         os.symlink(name, link)
         os.replace(link, index_dir / "current")  # the atomic switch
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # faiss reports I/O failures as RuntimeError
         shutil.rmtree(temporary, ignore_errors=True)
         raise StoreError(f"cannot write the index to {index_dir}: {exc}") from exc
     return final

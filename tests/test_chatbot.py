@@ -113,8 +113,6 @@ def test_question_is_stripped_and_the_limit_is_inclusive(seeds_bot, config):
         seeds_bot.check_question(at_limit + "ك")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: check_question counts tatweel (U+0640, Unicode Lm) as a word character")
 def test_a_question_of_tatweel_only_has_no_words(seeds_bot):
     try:
         seeds_bot.check_question("ـــــ")
@@ -199,10 +197,6 @@ def test_no_files_is_a_corpus_error(own_bot):
         own_bot.add_files([])
 
 
-@pytest.mark.xfail(strict=True, raises=CorpusError,
-                   reason="bug: add_files validates .notes.txt, copies it into uploads/, then read_corpus(uploads) "
-                          "skips hidden files and raises 'no articles'; the file stays, so every later ChatBot "
-                          "on that index_dir fails")
 def test_a_hidden_upload_does_not_break_the_index(own_bot, tmp_path, config):
     path = tmp_path / ".notes.txt"
     path.write_text(LIBRARY, encoding="utf-8")

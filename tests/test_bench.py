@@ -1,0 +1,110 @@
+"""`sanad bench --smoke`: every section runs and the report is well-formed. Never asserts on timings.
+
+The smoke bench runs once per module (a few minutes: every measurement is a fresh process) through
+the real CLI; its workers get a cache dir inside the output folder, sharing the session's model.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from eval import bench
+from rag.config import REPO_ROOT
+
+SECTIONS = ("query", "ingestion", "cold_start", "scale", "memory")
+
+
+@pytest.fixture(scope="module")
+def smoke(embedder, tmp_path_factory):
+    """(exit code, output folder, stdout+stderr) of one ``sanad bench --smoke``."""
+    out = tmp_path_factory.mktemp("bench") / "out"
+    done = subprocess.run([sys.executable, "-m", "rag.cli", "bench", "--smoke", "--out", str(out)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=1800)
+    return done.returncode, out, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def report(smoke) -> dict:
+    code, out, log = smoke
+    assert code == 0, log[-3000:]
+    return json.loads((out / "bench.json").read_text(encoding="utf-8"))
+
+
+def _figures(node):
+    """Every {median, min, max, runs} dict inside the report."""
+    if isinstance(node, dict):
+        if {"median", "min", "max", "runs"} <= node.keys():
+            yield node
+        for value in node.values():
+            yield from _figures(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _figures(value)
+
+
+def test_every_section_ran(report):
+    assert report["errors"] == {}
+    assert all(report["sections"][name] for name in SECTIONS)
+    assert report["smoke"] is True and report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+
+
+def test_figures_are_medians_with_their_spread(report):
+    figures = list(_figures(report["sections"]))
+    assert len(figures) > 20
+    for figure in figures:
+        assert figure["runs"] >= 1 and figure["min"] <= figure["median"] <= figure["max"]
+
+
+def test_query_section_has_latency_floor_and_profile(report):
+    query = report["sections"]["query"]
+    assert {"ask_p50", "ask_p95", "floor_p50", "floor_p95", "embed_p50", "retrieve_p50", "answer_p50",
+            "ask_over_floor"} <= query["figures_ms"].keys()
+    assert query["figures_ms"]["ask_p50"]["runs"] == bench.SMOKE.rounds
+    assert query["chunks"] > 0 and query["profile"] and query["peak_rss_mib"] > 0
+
+
+def test_ingestion_compares_with_llama_index_on_the_same_chunks(report):
+    for corpus in ("xquad-ar", "synthetic"):
+        result = report["sections"]["ingestion"][corpus]
+        assert result["chunks"] > 0 and result["sentences"] >= result["chunks"] // 2
+        assert {"llama_index", "sanad_chunk_pass", "sanad_index"} <= result["chunks_per_s"].keys()
+        assert set(result["speedup"]) == {"sanad_chunk_pass", "sanad_index"}
+
+
+def test_cold_start_scale_and_memory(report):
+    cold = report["sections"]["cold_start"]
+    assert set(cold["seconds"]) == {"sanad_ask", "import_sentence_transformers"} and cold["phases"]
+    corpora = report["sections"]["scale"]["corpora"]
+    assert list(corpora) == [str(n) for n in bench.SMOKE.scale_chunks]
+    for result in corpora.values():
+        assert result["chunks"] == bench.SMOKE.scale_chunks[0]
+        assert 0.0 <= result["recall"]["recall@10"] <= 1.0 and result["peak_rss_mib"] > 0
+    assert set(report["sections"]["memory"]) == {"chat", "model"}
+    assert set(report["goals"]) and all(isinstance(met, bool) for met in report["goals"].values())
+
+
+def test_markdown_and_plot_are_written(smoke, report):
+    _, out, _ = smoke
+    markdown = (out / "bench.md").read_text(encoding="utf-8")
+    for heading in ("## Query path", "## Ingestion", "## Cold start", "## Scale", "## Memory", "## Goals"):
+        assert heading in markdown
+    assert report["machine"]["cpu"] in markdown and "sanad bench --smoke" in markdown
+    assert all(line.count("|") >= 3 for line in markdown.splitlines() if line.startswith("|"))
+    assert (out / "latency_vs_corpus.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_synthetic_sentences_slice_back_to_the_pool():
+    pool = [f"جملة رقم {i} عن الأخبار." for i in range(40)]
+    articles = bench.synthetic_articles(5, pool, seed=3)
+    for text, spans in articles:
+        assert len(spans) == bench.CHUNK_STRIDE * bench.CHUNKS_PER_ARTICLE + 1
+        assert all(text[start:end] == pool[pool_id] for pool_id, start, end in spans)
+
+
+def test_spread_and_percentile():
+    assert bench.spread([3, 1, 2]) == {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 3}
+    assert bench.percentile(np.arange(101), 95) == pytest.approx(95.0)

@@ -205,13 +205,17 @@ def run_xquad(args, out: Path):
 
     from eval import xquad
     from rag.chatbot import ChatBot
+    from rag.config import load_config
 
     if args.corpus or args.questions:
         raise ConfigError("--corpus and --questions are for --suite seeds; XQuAD brings its own (see --xquad DIR)")
     records, questions = xquad.load(args.xquad)
     questions = questions[:args.limit or None]
     corpus = xquad.write_corpus(records, out / "xquad_corpus")
-    bot = ChatBot(corpus=corpus, index_dir=out / "index-xquad", progress=_index_progress())
+    # Every XQuAD question has an answer, so the gate is off here: this suite measures finding and
+    # quoting the answer; abstention is measured on the seeds suite, which has unanswerable questions.
+    config = load_config().replace(answer={"abstain": False})
+    bot = ChatBot(corpus=corpus, config=config, index_dir=out / "index-xquad", progress=_index_progress())
     summary = {"retrieval": xquad_retrieval_by_half(bot, questions)}
     results = []
     asks = [(q, lang) for lang in ("ar", "en") for q in questions]

@@ -26,7 +26,6 @@ RIVAL_MARGIN = 2.5  # a rival figure counts when its score is within this of the
 SECOND_QUOTE_RATIO = 0.4
 STREAM_WORDS = 3  # words per streamed increment
 
-_BOUND_AR = {"more than": "أكثر من", "up to": "ما يصل إلى", "about": "نحو", "less than": "أقل من"}
 _UNITS_EN = {"جند": "troops", "جنود": "troops", "عسكر": "soldiers", "صاروخ": "missiles", "صواريخ": "missiles",
              "كوري": "North Koreans", "مواطن": "citizens", "شخص": "people", "طيار": "pilots", "نقط": "points"}
 _DAYS_EN = dict(zip("الاثنين الثلاثاء الاربعاء الخميس الجمعه السبت الاحد".split(),
@@ -96,7 +95,8 @@ class Answerer:
         parsed = analyse(question, _previous_question(history))
         ranked = rank(parsed, query_vector, hits, index, self.model)
         confidence = self.model.gate_probability(gate_features(ranked, parsed.answer_type), parsed.language)
-        if not ranked or confidence < self.model.gate_thresholds[parsed.language] or _focus_missing(ranked):
+        weak = confidence < self.model.gate_thresholds[parsed.language] or _focus_missing(ranked)
+        if not ranked or (weak and self.config.answer.abstain):
             return _abstention(parsed, ranked[:2], index, confidence)
         claims = _claims(parsed, ranked, index)
         return _compose(parsed, claims, index, confidence)
@@ -195,8 +195,9 @@ def _number_near_terms(question: Question, sentence: Sentence, wanted: set[str])
 def _render_number(number: Number, sentence: Sentence, question: Question) -> str:
     """"أكثر من 11 ألف جندي" (Arabic question) or "more than 11,000 troops" (English)."""
     unit = _unit_after(sentence.text, number.end, question)
-    if question.language == "ar":
-        parts = [_BOUND_AR.get(number.bound or "", ""), sentence.text[number.start:number.end], unit or ""]
+    if question.language == "ar":  # the article's own words, so every word of the answer is in the quote
+        start = number.start if number.bound_start is None else number.bound_start
+        parts = [sentence.text[start:number.end].lstrip("\"'“”«»("), unit or ""]
     else:
         unit_en = next((english for prefix, english in _UNITS_EN.items() if unit and normalize(unit).startswith(prefix)), "")
         figure = f"{number.value:,.0f}" if number.value == int(number.value) else format_number(number.value)

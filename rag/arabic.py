@@ -147,6 +147,7 @@ class Number:
     start: int
     end: int
     bound: str | None = None  # "more than", "up to", "about", "less than"
+    bound_start: int | None = None  # where the bound phrase starts in the original text
 
 
 def read_numbers(text: str) -> list[Number]:
@@ -174,7 +175,7 @@ def read_numbers(text: str) -> list[Number]:
                 if key in ("الاف", "thousands", "millions", "ملايين"):
                     continue
                 value = float(_SCALES[key])
-                found.append(Number(value, start, end, _bound_before(flat, start)))
+                found.append(Number(value, start, end, *_bound_before(flat, start)))
                 continue
         scale_match = re.match(rf"\s+({_LETTERS_RUN})", flat[end:])
         if scale_match and normalize(scale_match.group(1)) in _SCALES:
@@ -182,7 +183,7 @@ def read_numbers(text: str) -> list[Number]:
             end += scale_match.end()
         if found and found[-1].end == start:  # "ثلاث" right after a digit run: not a second number
             continue
-        found.append(Number(value, start, end, _bound_before(flat, start)))
+        found.append(Number(value, start, end, *_bound_before(flat, start)))
     return found
 
 
@@ -199,12 +200,15 @@ def _to_float(token: str) -> float:
         return float(re.sub(r"[^\d.]", "", token) or 0)
 
 
-def _bound_before(text: str, start: int) -> str | None:
+def _bound_before(text: str, start: int) -> tuple[str | None, int | None]:
+    """("more than", offset of "أكثر من") when a bound phrase precedes the number at ``start``."""
     before = normalize(text[max(0, start - 20):start]).rstrip(" \"'“”«»(")
     for phrase, bound in _BOUNDS.items():
         if before.endswith(phrase):
-            return bound
-    return None
+            words_before = [m.start() for m in re.finditer(r"\S+", text[:start].rstrip(" \"'“”«»("))]
+            count = len(phrase.split())
+            return bound, words_before[-count] if len(words_before) >= count else None
+    return None, None
 
 
 def canonical_numbers(text: str) -> str:

@@ -61,7 +61,7 @@ class RetrieveConfig:
 @dataclass(frozen=True)
 class AnswerConfig:
     mode: str = "extractive"  # "extractive" or "llm"
-    max_quotes: int = 3
+    abstain: bool = True  # False always answers (benchmarks whose every question has an answer)
     max_question_chars: int = 2000
 
 

@@ -8,9 +8,7 @@ articles get their own ChatBot and index folder.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
-from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -145,6 +143,12 @@ def test_each_message_follows_its_language():
     assert text_direction("NATO حلف") == "ltr" and text_direction("«حلف» NATO") == "rtl"
 
 
+def test_each_line_of_an_answer_reads_in_its_own_direction():
+    html = format_text("The articles give different figures:\n«وكانت 11 ألف جندي» [1]", [cite(1)], turn=0)
+    lines = re.findall(r'<div class="sanad-line" dir="auto">', html)
+    assert len(lines) == 2 and "<br>" not in html
+
+
 def test_scores_show_only_when_asked():
     answer = Answer("نص [1]", False, [cite(1)], confidence=0.42)
     assert "0.910" not in format_answer(answer, turn=0)
@@ -213,6 +217,7 @@ def test_the_answer_streams_then_is_stored_with_clickable_markers(handlers, seed
         assert citation.source in html
     assert answer == seeds_bot.ask(KURSK_AR)  # the page shows what the ChatBot answers
     assert all(update[1] == gr.skip() for update in updates[:-1])  # the state is written once, at the end
+    assert any("is-streaming" in update[0] for update in updates[:-1])  # increments were shown as they came
 
 
 def test_a_follow_up_question_uses_the_conversation(handlers):
@@ -242,11 +247,9 @@ def test_number_of_passages_applies_to_one_request_only(seeds_bot):
     assert seeds_bot.config.retrieve.top_k == default
 
 
-def test_an_unavailable_mode_is_shown_as_a_message_not_a_traceback(handlers, seeds_bot):
-    if "mode" in __import__("inspect").signature(seeds_bot.stream).parameters:
-        pytest.skip("the ChatBot switches modes per question")
-    html, turns = run_turn(handlers, KURSK_AR, mode="llm")[-1]
-    assert turns[0].answer is None and "answer mode" in turns[0].error
+def test_an_unavailable_mode_is_shown_as_a_message_not_a_traceback(handlers):
+    html, turns = run_turn(handlers, KURSK_AR, mode="llm")[-1]  # the seeds bot has no LLM server
+    assert turns[0].answer is None and "LLM" in turns[0].error
     assert "sanad-error" in html and "Traceback" not in html
 
 

@@ -13,8 +13,6 @@ traceback logged on the server.
 """
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 import sys
 from html import escape
@@ -24,7 +22,7 @@ from typing import Iterator, Sequence
 import gradio as gr
 
 from rag.chatbot import UPLOADS, ChatBot
-from rag.errors import ConfigError, SanadError
+from rag.errors import SanadError
 from rag.ingest import SUFFIXES
 from rag.types import Answer, Article, Citation
 from ui.format import (
@@ -61,6 +59,7 @@ EXAMPLES = [
 GENERIC_ERROR = "حدث خطأ غير متوقع؛ سُجّلت تفاصيله في سجل الخادم. حاول مرة أخرى."
 ANSWER_CONCURRENCY = 2  # answers run on the CPU: more at once only slows each one down
 MAX_PASSAGES = 20
+UPLOAD_HINT = f"الأنواع المقبولة: {'، '.join(suffix.lstrip('.') for suffix in SUFFIXES)}، بترميز UTF-8."
 
 
 def theme() -> gr.themes.Base:
@@ -98,34 +97,13 @@ def user_message(exc: BaseException) -> str:
 
 def stream_answer(bot: ChatBot, question: str, history, top_k: int | None = None,
                   mode: str | None = None) -> Iterator[str | Answer]:
-    """``bot.stream`` with this request's number of passages and answer mode.
-
-    Uses ``stream(..., top_k=, mode=)`` when the ChatBot accepts them. Until it does, the number
-    of passages is applied to a shallow copy of the bot that carries a changed config (the index,
-    model and answerer are shared, nothing is rebuilt), and another mode than the configured one
-    is refused (the settings only offer it when the ChatBot accepts ``mode``).
-    """
-    accepted = inspect.signature(bot.stream).parameters
-    options = {}
-    if top_k is not None and top_k != bot.config.retrieve.top_k:
-        if "top_k" in accepted:
-            options["top_k"] = int(top_k)
-        else:
-            view = copy.copy(bot)
-            view.config = bot.config.replace(retrieve={"top_k": int(top_k)})
-            bot = view
-    if mode is not None and mode != bot.config.answer.mode:
-        if "mode" not in accepted:
-            raise ConfigError(f"the answer mode {mode!r} cannot be chosen per question in this version; "
-                              f"the configured mode is {bot.config.answer.mode!r}")
-        options["mode"] = mode
-    return bot.stream(question, history, **options)
+    """``bot.stream`` with this request's number of passages and answer mode (None: the bot's own)."""
+    return bot.stream(question, history, top_k=int(top_k) if top_k else None, mode=mode or None)
 
 
 def llm_available(bot: ChatBot) -> bool:
-    """Whether the settings may offer the LLM mode: a server is configured and modes can be switched."""
-    configured = bool(bot.config.llm.base_url) or getattr(getattr(bot, "answerer", None), "llm", None) is not None
-    return configured and "mode" in inspect.signature(bot.stream).parameters
+    """Whether the settings may offer the LLM mode: the ChatBot has an LLM server to talk to."""
+    return getattr(bot.answerer, "llm", None) is not None
 
 
 class Handlers:
@@ -247,8 +225,8 @@ class Handlers:
             gr.Warning(escape(message))
             return format_status(message, "error"), gr.skip(), gr.skip(), None
         added = len(self.bot.index.articles) - before
-        message = (f"أُضيف {names}: {result.added} مقال جديد، {result.changed} مقال محدَّث. "
-                   f"صار في الفهرس {len(self.bot.index.articles):,} مقال وهي قابلة للبحث الآن.")
+        message = (f"أُضيف {names} (مقالات جديدة: {result.added}، محدَّثة: {result.changed}). "
+                   f"عدد المقالات في الفهرس الآن {len(self.bot.index.articles):,}، وكلها قابلة للبحث.")
         log.info("uploaded %s: %+d articles (%s)", names, added, result)
         return format_status(message, "ok"), self.corpus(), self.counts(), None
 
@@ -287,17 +265,17 @@ def build_app(bot: ChatBot) -> gr.Blocks:
                                 apply_default_css=False)
                 with gr.Accordion("الإعدادات", open=False, elem_id="sanad-settings"):
                     mode = gr.Radio([("استخراجي (اقتباس من المقالات)", "extractive"), ("نموذج لغوي LLM", "llm")],
-                                    value=bot.config.answer.mode if offer_llm else "extractive",
+                                    value="llm" if offer_llm else "extractive",
                                     label="طريقة الإجابة", interactive=offer_llm,
-                                    info=None if offer_llm else "يتطلب الوضع LLM خادمًا مضبوطًا (SANAD_LLM_BASE_URL).")
+                                    info=None if offer_llm else "غير متاح: لم يُضبط خادم للنموذج اللغوي.")
                     top_k = gr.Slider(1, max_top_k, value=default_top_k, step=1, label="عدد المقاطع المسترجعة",
                                       info="كم مقطعًا من المقالات يُقرأ قبل الإجابة")
                     show_scores = gr.Checkbox(False, label="اعرض الدرجات")
                 with gr.Accordion("المقالات", open=False, elem_id="sanad-corpus"):
                     corpus = gr.HTML(handlers.corpus(), elem_id="sanad-corpus-list", apply_default_css=False)
-                    files = gr.File(label=f"أضف مقالات ({' '.join(SUFFIXES)})", file_count="multiple",
+                    files = gr.File(label="أضف مقالات", file_count="multiple",
                                     file_types=list(SUFFIXES), type="filepath", elem_id="sanad-upload")
-                    status = gr.HTML("", elem_id="sanad-upload-status", apply_default_css=False)
+                    status = gr.HTML(format_status(UPLOAD_HINT), elem_id="sanad-upload-status", apply_default_css=False)
 
         # A question: show it, stream the answer, unlock the box (also after an error).
         ask_inputs = [question, turns, show_scores]
@@ -332,6 +310,7 @@ def build_app(bot: ChatBot) -> gr.Blocks:
 def launch(corpus: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False):
     """``sanad chat``: load the model and index once, then serve the page until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     print("سند: loading the model and the index…", file=sys.stderr)
     bot = ChatBot(corpus=corpus)
     print(f"سند: {len(bot.articles)} articles, {len(bot.index)} chunks from {bot.corpus}", file=sys.stderr)

@@ -113,16 +113,24 @@ def _marker(turn: int | None, citation: Citation | None, n: int, label: str | No
 
 
 def format_text(text: str, citations: Sequence[Citation] = (), turn: int | None = None) -> str:
-    """Escaped answer text with each ``[n]`` made a marker (clickable when ``turn`` is given)."""
+    """Escaped answer text with each ``[n]`` made a marker (clickable when ``turn`` is given).
+
+    Each line reads in its own direction (``dir="auto"``), so an Arabic quote inside an English
+    answer keeps its words and «guillemets» in order, and an English line in Arabic text too.
+    """
     by_number = {c.n: c for c in citations}
-    parts, last = [], 0
-    for match in MARKER.finditer(text):
-        parts.append(escape(text[last:match.start()]))
-        n = int(match.group(1))
-        parts.append(_marker(turn, by_number.get(n), n) if n in by_number or turn is None else escape(match.group(0)))
-        last = match.end()
-    parts.append(escape(text[last:]))
-    return "".join(parts).replace("\n", "<br>")
+    lines = []
+    for line in text.split("\n"):
+        parts, last = [], 0
+        for match in MARKER.finditer(line):
+            parts.append(escape(line[last:match.start()]))
+            n = int(match.group(1))
+            parts.append(_marker(turn, by_number.get(n), n) if n in by_number or turn is None else escape(match.group(0)))
+            last = match.end()
+        parts.append(escape(line[last:]))
+        body = "".join(parts)
+        lines.append(f'<div class="sanad-line" dir="auto">{body}</div>' if line.strip() else '<div class="sanad-line is-blank"></div>')
+    return "".join(lines)
 
 
 def _meta(citation: Citation, show_scores: bool, labels: dict) -> str:
@@ -132,6 +140,13 @@ def _meta(citation: Citation, show_scores: bool, labels: dict) -> str:
     if show_scores:
         items.append(f'<span class="sanad-score">{labels["score"]} <bdi dir="ltr">{citation.score:.3f}</bdi></span>')
     return '<span class="sanad-sep" aria-hidden="true"> · </span>'.join(items)
+
+
+def _quote(citation: Citation, answer_text: str) -> str:
+    """The quote under a source entry, unless the answer already shows it word for word."""
+    if not citation.quote or (not citation.related and " ".join(citation.quote.split()) in " ".join(answer_text.split())):
+        return ""
+    return f'<blockquote class="sanad-quote" dir="auto">{escape(shorten(citation.quote, QUOTE_CHARS))}</blockquote>'
 
 
 def format_sources(answer: Answer, turn: int | None, show_scores: bool = False) -> str:
@@ -152,7 +167,7 @@ def format_sources(answer: Answer, turn: int | None, show_scores: bool = False) 
             f'<div class="sanad-source-body">'
             f'<div class="sanad-source-title" dir="auto" title="{escape(c.title, quote=True)}">{escape(shorten(c.title, TITLE_CHARS))}</div>'
             f'<div class="sanad-source-meta">{_meta(c, show_scores, labels)}</div>'
-            f'<blockquote class="sanad-quote" dir="auto">{escape(shorten(c.quote, QUOTE_CHARS))}</blockquote>'
+            f'{_quote(c, answer.text)}'
             f'</div></li>'
             for c in citations)
         blocks.append(f'<div class="{css}"><div class="sanad-sources-heading">{heading}</div><ol>{items}</ol></div>')
@@ -195,8 +210,9 @@ def format_partial(text: str) -> str:
         return ('<div class="sanad-msg sanad-bot is-streaming" dir="rtl" lang="ar">'
                 '<div class="sanad-typing" role="status">أبحث في المقالات<span class="sanad-dots">'
                 '<i></i><i></i><i></i></span></div></div>')
-    return (f'<div class="sanad-msg sanad-bot is-streaming" dir="auto">'
-            f'<div class="sanad-text" dir="auto">{format_text(text)}<span class="sanad-caret"></span></div></div>')
+    body = format_text(text)
+    body = body[:-len("</div>")] + '<span class="sanad-caret"></span></div>'  # the caret ends the last line
+    return f'<div class="sanad-msg sanad-bot is-streaming" dir="auto"><div class="sanad-text">{body}</div></div>'
 
 
 def format_error(message: str) -> str:
@@ -304,9 +320,10 @@ def format_source_placeholder() -> str:
 # --- the corpus panel ---------------------------------------------------------------------
 
 def format_corpus(articles: Sequence[Article], chunks: int, uploads_prefix: str = "uploads/") -> str:
-    """Counts and a list of the searchable articles (titles, files, dates; uploads marked)."""
+    """Counts and a list of the searchable articles (titles, files, dates; uploads first and marked)."""
     rows = []
-    for article in list(articles)[:CORPUS_ROWS]:
+    uploads_first = sorted(articles, key=lambda a: not a.id.startswith(uploads_prefix))  # stable: else in order
+    for article in uploads_first[:CORPUS_ROWS]:
         uploaded = article.id.startswith(uploads_prefix)
         date = f'<span class="sanad-date" dir="auto">{escape(article.date)}</span>' if article.date else ""
         tag = '<span class="sanad-tag">مرفوع</span>' if uploaded else ""

@@ -98,10 +98,12 @@ def _cell(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def plot_confidence(groups: dict[str, list[float]], threshold, path: Path, title: str) -> Path:
-    """Overlaid histograms of `Answer.confidence` per group, with the abstention threshold as a line.
+def plot_confidence(groups: dict[str, dict[str, list[float]]], threshold, path: Path, title: str) -> Path:
+    """One panel per question language: histograms of `Answer.confidence` for answerable and unanswerable
+    questions, each normalized to its own count, with that language's abstention threshold as a line.
 
-    The gate works when the answerable mass sits right of the line and the unanswerable mass left of it.
+    The gate works when the answerable mass sits right of the line and the unanswerable mass left of it;
+    the legend says which share of each kind is on its correct side.
     """
     import matplotlib
 
@@ -109,20 +111,25 @@ def plot_confidence(groups: dict[str, list[float]], threshold, path: Path, title
     import matplotlib.pyplot as plt
     import numpy as np
 
-    lines = threshold if isinstance(threshold, dict) else ({"": threshold} if threshold is not None else {})
-    values = [v for group in groups.values() for v in group] + list(lines.values())
-    low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    bins = np.linspace(low, high if high > low else low + 1e-6, 31)
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=110)
-    for label, group in groups.items():
-        if group:
-            axes.hist(group, bins=bins, alpha=0.55, label=f"{label} (n={len(group)})")
-    for (language, value), style in zip(lines.items(), ("--", ":")):
-        axes.axvline(value, color="black", linestyle=style, label=f"abstention threshold {language} {value:.3g}".replace("  ", " "))
-    axes.set_xlabel("Answer.confidence (evidence score compared by the abstention gate)")
-    axes.set_ylabel("questions")
-    axes.set_title(title)
-    axes.legend()
+    every = [v for kinds in groups.values() for values in kinds.values() for v in values]
+    bins = np.linspace(min([0.0, *every]), max([1.0, *every]), 26)
+    figure, panels = plt.subplots(1, max(len(groups), 1), figsize=(6 * max(len(groups), 1), 4.2), dpi=110,
+                                  sharey=True, squeeze=False)
+    for axes, (language, kinds) in zip(panels[0], sorted(groups.items())):
+        line = threshold.get(language) if isinstance(threshold, dict) else threshold
+        for kind, values in sorted(kinds.items()):
+            label = f"{kind} (n={len(values)})"
+            if line is not None:
+                right_side = [v >= line for v in values] if kind == "answerable" else [v < line for v in values]
+                label += f", {np.mean(right_side):.0%} on its side"
+            axes.hist(values, bins=bins, weights=np.full(len(values), 1 / len(values)),
+                      alpha=0.55, label=label)
+        if line is not None:
+            axes.axvline(line, color="black", linestyle="--", label=f"abstention threshold {line:.3g}")
+        axes.set_title(f"{title}: questions in {language}")
+        axes.set_xlabel("Answer.confidence (the score the abstention gate compares)")
+        axes.legend(fontsize="small", loc="upper left")
+    panels[0][0].set_ylabel("share of the questions of that kind")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

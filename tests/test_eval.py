@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eval import metrics as m
-from eval.run import check_thresholds, read_questions, summarize, QuestionResult
+from eval.run import QuestionResult, balanced_sample, check_thresholds, read_questions, summarize
 from rag.errors import CorpusError
 from rag.types import Citation
 
@@ -203,6 +203,15 @@ def test_check_thresholds():
                                           "max": {"wrong_confident_rate": 0.2}})
     assert [f.split()[0] for f in failures] == ["answer_accuracy", "abstention_recall:", "typo_metric:",
                                                 "wrong_confident_rate"]
+
+
+def test_xquad_limit_takes_both_halves():
+    from types import SimpleNamespace
+
+    questions = [SimpleNamespace(half="report")] * 10 + [SimpleNamespace(half="fit")] * 3
+    sample = balanced_sample(questions, 8)
+    assert len(sample) == 8 and sum(q.half == "fit" for q in sample) == 3
+    assert balanced_sample(questions, None) == questions
 
 
 def test_a_bad_question_line_names_its_line(tmp_path):

@@ -207,8 +207,8 @@ def _assemble(articles, hashes, old: Index | None, embedder, config: SanadConfig
     total = len(chunk_texts) + len(sentence_texts)
     if progress:
         progress(0, total, "embedding")
-    new_chunk_vectors = _embed(embedder, chunk_texts, progress, 0, total)
-    new_sentence_vectors = _embed(embedder, sentence_texts, progress, len(chunk_texts), total)
+    new_vectors = _embed(embedder, chunk_texts + sentence_texts, progress, 0, total)  # one length sort for both
+    new_chunk_vectors, new_sentence_vectors = new_vectors[:len(chunk_texts)], new_vectors[len(chunk_texts):]
 
     chunk_rows, sentence_rows, chunk_vectors, sentence_vectors = [], [], [], []
     fresh_chunk_at = fresh_sentence_at = 0
@@ -258,16 +258,18 @@ def _unique_sentences(chunks: list[Chunk]) -> list[Sentence]:
 
 
 def _embed(embedder, texts: list[str], progress, done: int, total: int) -> np.ndarray:
-    """Embed in slices so the progress bar moves; sentence-transformers sorts each slice by length."""
+    """Embed in slices so the progress bar moves. All texts are sorted by length first (longest
+    first, as sentence-transformers sorts within one call), so the batches of every slice pad little."""
     if not texts:
         return np.zeros((0, embedder.dim), np.float32)
-    step = EMBED_SLICE
-    parts = []
-    for at in range(0, len(texts), step):
-        parts.append(embedder.encode_passages(texts[at:at + step]))
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    vectors = np.empty((len(texts), embedder.dim), np.float32)
+    for at in range(0, len(texts), EMBED_SLICE):
+        rows = order[at:at + EMBED_SLICE]
+        vectors[rows] = embedder.encode_passages([texts[i] for i in rows])
         if progress:
-            progress(done + min(at + step, len(texts)), total, "embedding")
-    return np.concatenate(parts)
+            progress(done + min(at + EMBED_SLICE, len(texts)), total, "embedding")
+    return vectors
 
 
 def build_faiss(vectors: np.ndarray, config: StoreConfig):

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from rag.arabic import STOPWORDS, Number, format_number, normalize, read_numbers, stem, terms
+from rag.arabic import (STOPWORDS, Number, format_number, latin_name_pattern, normalize, read_numbers, stem, terms,
+                        words)
 from rag.config import SanadConfig
 from rag.evidence import DATE_PATTERN, FEATURES, Candidate, Question, analyse, gate_features, idf, load_model, rank
 from rag.types import Answer, Citation, Hit, Sentence
@@ -150,12 +151,28 @@ def _anchor_terms(question: Question, candidate: Candidate, best: Candidate, ind
     on the rarest word it shares with the best sentence ("كورسك" picks 8 آلاف over 10 آلاف).
     """
     present = set(terms(candidate.sentence.text))
-    wanted = set(question.terms) if question.language == "ar" or candidate is best else set(terms(best.sentence.text))
+    if question.language == "ar":
+        wanted = set(question.terms)
+    else:
+        wanted = _names_in(question, candidate.sentence.text) if candidate is best else set(terms(best.sentence.text))
     shared = wanted & present
     if not shared:
         return set()
     weights = idf(index, tuple(shared))
     return {max(shared, key=lambda term: (weights[term], term))}
+
+
+_ATTRIBUTION = re.compile(r"\b(?i:according to|per)\s+((?:[A-Z][\w'.-]*\s*)+)|\b(?:did|does|do)\s+(.+?)\s+"
+                          r"(?:say|claim|confirm|report|estimate|announce|believe|think)\b")
+
+
+def _names_in(question: Question, text: str) -> set[str]:
+    """Stems of the sentence's Arabic words that spell a name from the English question ("Kursk" ->
+    "كورسك"). The source a question attributes to ("according to Blinken") is not where the figure is."""
+    source = {word for match in _ATTRIBUTION.finditer(question.text) for word in (match[1] or match[2]).split()}
+    patterns = [p for name in re.findall(r"\b[A-Z][a-z]+", question.text)
+                if name not in source and (p := latin_name_pattern(name)) is not None]
+    return {stem(word) for word in words(text) if any(p.fullmatch(word) for p in patterns)}
 
 
 def _claim(question: Question, candidate: Candidate, anchors: set[str]) -> Claim:
@@ -301,7 +318,8 @@ def _compose(question: Question, claims: list[Claim], index, confidence: float) 
         lines.append(texts["differ"])
         lines += [f"- {group[0][0].short} " + " ".join(f"[{c.n}]" for _, c in group) for group in groups.values()]
     elif claims[0].short:
-        markers = " ".join(f"[{c.n}]" for claim, c in zip(claims, citations) if claim.value == claims[0].value)
+        same = [c for claim, c in zip(claims, citations) if claims[0].value and claim.value == claims[0].value]
+        markers = " ".join(f"[{c.n}]" for c in same or citations[:1])  # a date is read from the first quote only
         lines.append(f"{claims[0].short} {markers}")
     elif texts["quotes"]:
         lines.append(texts["quotes"])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.arabic import STOPWORDS, is_arabic, normalize, read_numbers, terms, words
+from rag.arabic import STOPWORDS, is_arabic, normalize, read_numbers, stem, terms, words
 from rag.types import Hit, Sentence
 
 MODEL_FILE = Path(__file__).with_name("answer_model.json")
@@ -48,7 +48,10 @@ class Question:
     own_terms: tuple[str, ...]  # this turn's terms only
     numbers: frozenset[float]
     follow_up: bool
-    focus: str | None = None  # skeleton of the noun asked about: "كم دبابة" -> دبب (Arabic questions only)
+    # What a "how many" question counts, as groups, each one thing the evidence must name. Arabic: the
+    # noun's skeleton, "كم دبابة" -> ({دبب},). English, through a lexicon: Arabic word forms,
+    # "how many soldiers were wounded" -> ({جنود, قوات, ...}, {جرحي, مصابين, ...}).
+    focus: tuple[frozenset[str], ...] = ()
 
 
 def analyse(question: str, previous: str | None = None) -> Question:
@@ -82,13 +85,77 @@ def skeleton(word: str) -> str:
     return (word[:1] + re.sub("[اوي]", "", word[1:]))[:FOCUS_LETTERS]
 
 
-def _focus(norm: str) -> str | None:
+def _focus(norm: str) -> tuple[frozenset[str], ...]:
     for pattern in _FOCUS:
         for match in pattern.finditer(norm):
             word = match.group(1)
             if word not in STOPWORDS and len(word.removeprefix("ال")) >= 3:
-                return skeleton(word)
-    return None
+                return (frozenset({skeleton(word)}),)
+    counted = _COUNTED_EN.search(norm)
+    return _english_focus(counted.group(1)) if counted else ()
+
+
+# English words a "how many" question counts, and the Arabic words a news article would use for them.
+# A hand-made lexicon for the news domain: without it an English question cannot tell that no retrieved
+# Arabic sentence mentions tanks. Words that are absent here are simply not checked.
+_EN_COUNTED = {
+    "soldier troop force army serviceman": "جندي جنود قوات قوة عسكري عسكريين جيش جيوش",
+    "tank": "دبابة دبابات",
+    "missile rocket": "صاروخ صواريخ قذيفة",
+    "shell ammunition": "قذيفة قذائف ذخيرة ذخائر",
+    "drone": "مسيرة مسيرات درون",
+    "jet plane aircraft warplane helicopter": "طائرة طائرات مروحية",
+    "ship vessel warship boat": "سفينة سفن بارجة قارب زورق",
+    "weapon gun rifle": "سلاح أسلحة بندقية",
+    "satellite": "قمر أقمار",
+    "refugee": "لاجئ لاجئين",
+    "civilian": "مدني مدنيين",
+    "child children": "طفل أطفال",
+    "people person resident inhabitant population": "شخص أشخاص سكان نسمة مواطن مواطنين",
+    "worker": "عامل عمال",
+    "officer general": "ضابط ضباط جنرال لواء",
+    "money dollar euro ruble cost price salary": "دولار يورو روبل مال أموال تكلفة سعر راتب",
+    "village town city": "قرية قرى بلدة مدينة مدن",
+    "country nation": "دولة دول بلد بلدان",
+    "vote seat": "صوت أصوات مقعد مقاعد",
+    "kilometer mile": "كيلومتر كيلومترات ميل",
+}
+# What happened to the counted: checked wherever it appears ("how many soldiers were wounded").
+_EN_STATES = {
+    "wounded injured injury": "جرحى جريح مصاب مصابين إصابة إصابات",
+    "killed dead death casualty fatality": "قتلى قتيل مقتل قتل مصرع وفاة وفيات ضحايا",
+    "captured prisoner captive detained arrested": "أسرى أسير أسر معتقل معتقلين اعتقال احتجاز",
+    "missing": "مفقود مفقودين",
+    "displaced": "نازح نازحين تهجير",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _english_lexicon() -> dict[str, tuple[bool, frozenset[str]]]:
+    """English stem -> (is a state, its Arabic word forms, normalized); one group per line above.
+    Whole forms, not skeletons: "أسرى" must not match "أسرة" (family), nor "احتجاز" "احتلال"."""
+    lexicon = {}
+    for is_state, table in ((False, _EN_COUNTED), (True, _EN_STATES)):
+        for english, arabic in table.items():
+            group = frozenset(normalize(word) for word in arabic.split())
+            lexicon.update({stem(word): (is_state, group) for word in english.split()})
+    return lexicon
+
+
+def _english_focus(asked: str) -> tuple[frozenset[str], ...]:
+    """The first counted thing after "how many" ("how many were killed": the killed), and every state named after it."""
+    lexicon, groups, counted = _english_lexicon(), [], False
+    for word_stem in map(stem, re.findall(r"[a-z]+", asked)):
+        if word_stem not in lexicon:
+            continue
+        is_state, group = lexicon[word_stem]
+        if (is_state or not counted) and group not in groups:
+            groups.append(group)
+        counted = True
+    return tuple(groups)
+
+
+_COUNTED_EN = re.compile(r"\b(?:how (?:many|much)|number of)\b(.*)")
 
 
 def _answer_type(norm: str) -> str:
@@ -192,9 +259,24 @@ def _features(question: Question, sentence: Sentence, previous: str, dense: floa
         math.log1p(len(sentence_terms)) / 4.0,
         float(sentence.start == 0),
         cover if question.language == "ar" else 0.0,
-        0.5 if question.focus is None else float(any(question.focus in (skeleton(w), skeleton(w[1:]))
-                                                     for w in words(sentence.text))),
+        _has_focus(question, words(sentence.text)),
     )
+
+
+def _has_focus(question: Question, sentence_words: list[str]) -> float:
+    """1 when the sentence names every counted thing, 0 when it misses one, 0.5 when nothing is counted."""
+    if not question.focus:
+        return 0.5
+    if question.language == "ar":
+        present = {s for word in sentence_words for s in (skeleton(word), skeleton(word[1:]))}
+    else:
+        bare = {word.removeprefix(prefix) for word in sentence_words for prefix in _PROCLITICS}
+        present = bare | {word.removesuffix(suffix) for word in bare for suffix in _ENCLITICS}
+    return float(all(group & present for group in question.focus))
+
+
+_PROCLITICS = ("", "و", "ف", "ب", "ل", "ال", "وال", "فال", "بال", "لل", "ولل")
+_ENCLITICS = ("ها", "هم", "ه", "ا")  # "قواتها", "جنوده", "صاروخا"
 
 
 def _cover(weights: dict[str, float], present: set[str]) -> float:

@@ -63,7 +63,7 @@ def _xquad_tables(metrics: dict) -> list[str]:
                 lines.append(f"| {lang} | {half} | {mode} | {values['R@1']} | {values['R@5']} | {values['MRR']} |")
     columns = ("questions", "answer_accuracy", "short_answer_rate", "short_answer_em", "short_answer_f1",
                "false_abstention_rate", "cites_gold_article", "citation_recall", "groundedness", "exact_quote_rate",
-               "latency_p50_ms")
+               "answer_words_p50", "latency_p50_ms")
     lines += ["", "## Answers", "", "| lang | half | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for lang in ("ar", "en"):
         for half, values in metrics[lang].items():

@@ -157,6 +157,7 @@ def summarize(results: list[QuestionResult], retrieval: bool = True) -> dict:
         "exact_quote_rate": m.ratio(sum(r.quotes_exact for r in results), sum(r.quotes for r in results)),
         **m.abstention_scores([r.answerable for r in results], [r.abstained for r in results],
                               [r.key_matched for r in results]),
+        "answer_words_p50": m.percentile([len(r.text.split()) for r in answered], 50),
         "latency_p50_ms": m.percentile([r.latency_ms for r in results], 50),
         "latency_p95_ms": m.percentile([r.latency_ms for r in results], 95),
     }

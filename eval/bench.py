@@ -242,7 +242,7 @@ def worker_ingest(args: dict) -> dict:
 
     embedder = Embedder(config.embed, config.cache_dir)
     embedder.encode_passages(texts[:8])  # warm-up, as for the baseline
-    chunk_pass = timed(store._embed, embedder, texts, None, 0, len(texts))
+    chunk_pass = timed(store._embed, embedder, texts, None)
     index_dir = Path(args["index_dir"])
     shutil.rmtree(index_dir, ignore_errors=True)
     start = time.perf_counter()

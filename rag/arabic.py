@@ -84,8 +84,6 @@ and or but not no what which who whom whose when where why how many much did doe
 according say said says about into than then there their they he she his her as also
 """.split())
 
-_PREFIXES = ("وال", "فال", "بال", "كال", "لل", "ال")
-
 
 @functools.lru_cache(maxsize=1)
 def _stemmer():

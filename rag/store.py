@@ -207,7 +207,7 @@ def _assemble(articles, hashes, old: Index | None, embedder, config: SanadConfig
     total = len(chunk_texts) + len(sentence_texts)
     if progress:
         progress(0, total, "embedding")
-    new_vectors = _embed(embedder, chunk_texts + sentence_texts, progress, 0, total)  # one length sort for both
+    new_vectors = _embed(embedder, chunk_texts + sentence_texts, progress)  # one length sort for both
     new_chunk_vectors, new_sentence_vectors = new_vectors[:len(chunk_texts)], new_vectors[len(chunk_texts):]
 
     chunk_rows, sentence_rows, chunk_vectors, sentence_vectors = [], [], [], []
@@ -257,7 +257,7 @@ def _unique_sentences(chunks: list[Chunk]) -> list[Sentence]:
     return sorted(seen.values(), key=lambda s: s.start)
 
 
-def _embed(embedder, texts: list[str], progress, done: int, total: int) -> np.ndarray:
+def _embed(embedder, texts: list[str], progress) -> np.ndarray:
     """Embed in slices so the progress bar moves. All texts are sorted by length first (longest
     first, as sentence-transformers sorts within one call), so the batches of every slice pad little."""
     if not texts:
@@ -268,7 +268,7 @@ def _embed(embedder, texts: list[str], progress, done: int, total: int) -> np.nd
         rows = order[at:at + EMBED_SLICE]
         vectors[rows] = embedder.encode_passages([texts[i] for i in rows])
         if progress:
-            progress(done + min(at + EMBED_SLICE, len(texts)), total, "embedding")
+            progress(min(at + EMBED_SLICE, len(texts)), len(texts), "embedding")
     return vectors
 
 

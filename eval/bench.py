@@ -36,8 +36,8 @@ import numpy as np
 from rag.config import DEFAULT_CORPUS, REPO_ROOT
 
 SEEDS_QUESTIONS = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
-GOALS = {"ask_over_floor": 1.25, "ingest_speedup": 1.5, "cold_over_import": 1.5,
-         "scale_p50_ms": 60.0, "scale_rss_mib": 2048.0, "recall": 0.98}
+GOALS = {"ask_p50_ms": 150.0, "ask_p95_ms": 250.0, "chat_rss_mib": 1228.8, "ingest_speedup": 1.5,
+         "cold_over_import": 1.5, "scale_p50_ms": 60.0, "scale_rss_mib": 2048.0, "recall": 0.98}
 SENTENCES_PER_CHUNK, CHUNK_STRIDE, CHUNKS_PER_ARTICLE = 4, 3, 4  # synthetic chunks share one sentence
 SPREAD = 1.6  # synthetic chunk vector = centroid + SPREAD * (mean of its sentence vectors - centroid)
 NOISE = 0.05  # norm of the noise then added, relative to the vector's norm
@@ -165,19 +165,22 @@ def worker_query(args: dict) -> dict:
 
 
 def query_round(bot, questions: list[str]) -> dict:
-    ask, floor, embed, retrieve, answer = [], [], [], [], []
+    """One pass over the questions: the whole ask, and its parts measured alone in the same process:
+    embedding the question (the floor), retrieval, the reader's forward pass, the rest of the answer."""
+    ask, floor, retrieve, reader, answer = [], [], [], [], []
     for question in questions:
         ask.append(timed(bot.ask, question))
         floor.append(timed(bot.embedder.encode_queries, [question]))
-        start = time.perf_counter()
         vector = bot.embedder.encode_queries([question])[0]
-        embed.append(time.perf_counter() - start)
+        start = time.perf_counter()
         hits = bot.retrieve(question, query_vector=vector)
-        retrieve.append(time.perf_counter() - start - embed[-1])
-        answer.append(timed(bot.answerer.extract, question, hits, vector, bot.index))
+        retrieve.append(time.perf_counter() - start)
+        reader.append(timed(bot.answerer.reader.read, question, hits))
+        answer.append(timed(bot.answerer.extract, question, hits, bot.index))
     ms = lambda values, q: 1000 * percentile(values, q)  # noqa: E731
     return {"ask_p50": ms(ask, 50), "ask_p95": ms(ask, 95), "floor_p50": ms(floor, 50), "floor_p95": ms(floor, 95),
-            "embed_p50": ms(embed, 50), "retrieve_p50": ms(retrieve, 50), "answer_p50": ms(answer, 50)}
+            "retrieve_p50": ms(retrieve, 50), "reader_p50": ms(reader, 50), "reader_p95": ms(reader, 95),
+            "answer_p50": ms(answer, 50)}
 
 
 def profile_asks(bot, questions: list[str], path: Path) -> list[dict]:
@@ -362,7 +365,6 @@ def bench_query(plan: Plan, work: Path, env: dict, out: Path) -> dict:
 def summarize_query(result: dict) -> dict:
     rounds = result["rounds"]
     figures = {key: spread([r[key] for r in rounds]) for key in rounds[0]}
-    figures["ask_over_floor"] = spread([r["ask_p50"] / r["floor_p50"] for r in rounds])
     return {"chunks": result["chunks"], "figures_ms": figures, "peak_rss_mib": result["peak_rss_mib"],
             "profile": result.get("profile"), "recall": result.get("recall")}
 
@@ -468,7 +470,10 @@ def check_goals(sections: dict) -> dict:
     goals = {}
     query, ingestion, cold, scale = (sections.get(k) for k in ("query", "ingestion", "cold_start", "scale"))
     if query:
-        goals["ask / floor p50 <= 1.25"] = query["figures_ms"]["ask_over_floor"]["median"] <= GOALS["ask_over_floor"]
+        goals["warm ask p50 <= 150 ms"] = query["figures_ms"]["ask_p50"]["median"] <= GOALS["ask_p50_ms"]
+        goals["warm ask p95 <= 250 ms"] = query["figures_ms"]["ask_p95"]["median"] <= GOALS["ask_p95_ms"]
+    if sections.get("memory"):
+        goals["chat process peak RSS <= 1.2 GiB"] = sections["memory"]["chat"]["median"] <= GOALS["chat_rss_mib"]
     if ingestion and "xquad-ar" in ingestion:
         speedup = ingestion["xquad-ar"]["speedup"]["sanad_chunk_pass_vs_llama_index_same_threads"]
         goals["XQuAD chunk pass >= 1.5x llama-index (same thread setting)"] = speedup >= GOALS["ingest_speedup"]

@@ -203,9 +203,33 @@ def exact_quotes(citations: Sequence[Citation], article_text) -> int:
 
 # --- short answers (SQuAD-style) ------------------------------------------------------------
 
+ENGLISH_ARTICLES = frozenset({"a", "an", "the"})  # dropped, as SQuAD's own script does
+
+
+def split_clitics(word: str) -> list[str]:
+    """An Arabic word with its proclitics as tokens of their own: "والجيش" -> و، ال، جيش; "للجنود" -> ل، ال، جنود.
+    Applied alike to prediction and gold, so a root letter taken for a clitic costs nothing."""
+    parts, rest = [], word
+    if rest[:1] in ("و", "ف") and len(rest) > 3:
+        parts.append(rest[0])
+        rest = rest[1:]
+    if rest[:1] in ("ب", "ك", "ل") and len(rest) > 3:
+        parts.append(rest[0])
+        rest = rest[1:]
+        if parts[-1] == "ل" and rest.startswith("ل") and len(rest) > 3:  # li + al is written "لل"
+            parts.append("ال")
+            rest = rest[1:]
+    if rest.startswith("ال") and len(rest) > 3:
+        parts.append("ال")
+        rest = rest[2:]
+    return parts + [rest]
+
+
 def answer_tokens(text: str) -> list[str]:
-    """Normalized, punctuation-free words with numbers as digits."""
-    return words(canonical_numbers(text))
+    """SQuAD-style answer tokens: normalized, punctuation-free words, numbers as digits, English articles
+    dropped and Arabic proclitics split off."""
+    return [token for word in words(canonical_numbers(text)) if word not in ENGLISH_ARTICLES
+            for token in (split_clitics(word) if not word.isascii() else [word])]
 
 
 def exact_match(prediction: str, golds: Sequence[str]) -> float:

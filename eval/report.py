@@ -1,4 +1,4 @@
-"""How an evaluation report is shown: Markdown tables (also printed) and the evidence-score plot.
+"""How an evaluation report is shown: Markdown tables (also printed) and the confidence plot.
 
 Formatting only; every figure is computed in `eval.run` and `eval.metrics`.
 """
@@ -62,12 +62,12 @@ def _xquad_tables(metrics: dict) -> list[str]:
             for mode, values in modes.items():
                 lines.append(f"| {lang} | {half} | {mode} | {values['R@1']} | {values['R@5']} | {values['MRR']} |")
     columns = ("questions", "answer_accuracy", "short_answer_rate", "short_answer_em", "short_answer_f1",
-               "false_abstention_rate", "cites_gold_article", "citation_recall", "groundedness", "exact_quote_rate",
-               "answer_words_p50", "latency_p50_ms")
+               "gold_paragraph_f1", "false_abstention_rate", "cites_gold_article", "citation_recall", "groundedness",
+               "exact_quote_rate", "answer_words_p50", "latency_p50_ms")
     lines += ["", "## Answers", "", "| lang | half | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for lang in ("ar", "en"):
         for half, values in metrics[lang].items():
-            lines.append(f"| {lang} | {half} | " + " | ".join(_cell(values[c]) for c in columns) + " |")
+            lines.append(f"| {lang} | {half} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
     return lines + [""]
 
 

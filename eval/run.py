@@ -55,7 +55,7 @@ class QuestionResult:
     abstained: bool
     key_matched: bool  # an answer key (XQuAD: a gold span) occurs in Answer.text
     short_answer: str | None
-    short_em: float | None  # against the keys, only where a short answer was given
+    short_em: float | None  # against the keys; 0 for an answerable question given no short answer
     short_f1: float | None
     confidence: float
     latency_ms: float
@@ -122,8 +122,8 @@ def score_answer(answer, *, id: str, lang: str, group: str, answerable: bool, ke
     return QuestionResult(
         id=id, lang=lang, group=group, answerable=answerable, tags=tuple(tags), abstained=answer.abstained,
         key_matched=m.any_key_matches(keys, answer.text), short_answer=short,
-        short_em=m.exact_match(short, keys) if short and keys else None,
-        short_f1=m.token_f1(short, keys) if short and keys else None,
+        short_em=(m.exact_match(short, keys) if short else 0.0) if answerable and keys else None,
+        short_f1=(m.token_f1(short, keys) if short else 0.0) if answerable and keys else None,
         confidence=float(answer.confidence), latency_ms=round(latency_ms, 1),
         article_rank=article_rank, sentence_rank=sentence_rank, citation_recall=recall, citation_precision=precision,
         groundedness=m.groundedness(answer.text, answer.citations) if answered else None,
@@ -174,6 +174,7 @@ def run_seeds(args, out: Path):
     if args.corpus and not args.questions:
         raise ConfigError("--corpus needs --questions FILE: the seeds questions are about seeds/ only")
     questions = read_questions(args.questions or SEEDS_QUESTIONS)[:args.limit or None]
+    halves = gold_halves(questions)
     bot = ChatBot(corpus=args.corpus, index_dir=out / "index-seeds", progress=_index_progress())
     ids_by_name = {name: article.id for article in bot.articles for name in (article.id, article.source)}
     asked: dict = {}  # id -> (question, Answer), the history of follow-ups
@@ -182,20 +183,30 @@ def run_seeds(args, out: Path):
         if gold.follows and gold.follows not in asked:
             raise CorpusError(f"{gold.id} follows {gold.follows!r}, which is not an earlier question of the file")
         history = [asked[gold.follows]] if gold.follows else None
-        query = bot.answerer.retrieval_query(gold.question, history) if hasattr(bot.answerer, "retrieval_query") else gold.question
+        query = bot.answerer.retrieval_query(gold.question, history)
         hits = bot.retrieve(query, top_k=DEPTH)
         gold_articles = {ids_by_name.get(name, name) for name in gold.articles}
         answer, latency = timed_ask(bot, gold.question, history)
         asked[gold.id] = (gold.question, answer)
         results.append(score_answer(
-            answer, id=gold.id, lang=gold.lang, group="seeds", answerable=gold.answerable, keys=gold.answers,
+            answer, id=gold.id, lang=gold.lang, group=halves[gold.id], answerable=gold.answerable, keys=gold.answers,
             gold_articles=gold_articles, latency_ms=latency, article_text=lambda a: bot.index.article(a).text,
             tags=gold.tags, article_rank=m.article_rank([h.chunk.article_id for h in hits], gold_articles),
             sentence_rank=m.sentence_rank([h.chunk.text for h in hits], gold.support)))
     summary = summarize(results)
     for lang in sorted({r.lang for r in results}):
         summary[lang] = summarize([r for r in results if r.lang == lang])
+    for half in ("fit", "report"):  # the reader's calibration saw the fit half only
+        summary[half] = summarize([r for r in results if r.group == half])
     return summary, results, bot
+
+
+def gold_halves(questions: list[GoldQuestion]) -> dict[str, str]:
+    """{id: "fit" or "report"}: the split `eval.reader_data.seeds_half` trains and calibrates on."""
+    from eval.reader_data import seeds_half
+
+    by_id = {q.id: {"id": q.id, "follows": q.follows} for q in questions}
+    return {q.id: seeds_half(by_id[q.id], by_id) for q in questions}
 
 
 def run_xquad(args, out: Path):
@@ -204,30 +215,41 @@ def run_xquad(args, out: Path):
 
     from eval import xquad
     from rag.chatbot import ChatBot
-    from rag.config import load_config
 
     if args.corpus or args.questions:
         raise ConfigError("--corpus and --questions are for --suite seeds; XQuAD brings its own (see --xquad DIR)")
     records, questions = xquad.load(args.xquad)
     questions = balanced_sample(questions, args.limit)
     corpus = xquad.write_corpus(records, out / "xquad_corpus")
-    # Every XQuAD question has an answer, so the gate is off here: this suite measures finding and
-    # quoting the answer; abstention is measured on the seeds suite, which has unanswerable questions.
-    config = load_config().replace(answer={"abstain": False})
-    bot = ChatBot(corpus=corpus, config=config, index_dir=out / "index-xquad", progress=_index_progress())
+    # The default ChatBot, abstention gate on, as users get it: every XQuAD question has an answer,
+    # so an abstention here is a false one (``false_abstention_rate``).
+    bot = ChatBot(corpus=corpus, index_dir=out / "index-xquad", progress=_index_progress())
     summary = {"retrieval": xquad_retrieval_by_half(bot, questions)}
-    results = []
+    results, gold_f1 = [], []
     asks = [(q, lang) for lang in ("ar", "en") for q in questions]
     for q, lang in tqdm(asks, desc="xquad", unit="q", file=sys.stderr):
-        answer, latency = timed_ask(bot, q.question_ar if lang == "ar" else q.question_en)
+        text = q.question_ar if lang == "ar" else q.question_en
+        answer, latency = timed_ask(bot, text)
         results.append(score_answer(
             answer, id=q.id, lang=lang, group=q.half, answerable=True, keys=q.answers, gold_articles={q.article_id},
             latency_ms=latency, article_text=lambda a: bot.index.article(a).text))
+        gold_f1.append((lang, q.half, m.token_f1(gold_paragraph_answer(bot, text, q.article_id), q.answers)))
     summary |= summarize(results, retrieval=False)
     for lang in ("ar", "en"):
         summary[lang] = {half: summarize([r for r in results if r.lang == lang and half in ("all", r.group)], retrieval=False)
+                         | {"gold_paragraph_f1": m.mean([f for l, h, f in gold_f1 if l == lang and half in ("all", h)])}
                          for half in ("fit", "report", "all")}
     return summary, results, bot
+
+
+def gold_paragraph_answer(bot, question: str, article_id: str) -> str:
+    """The reader's best span when it is handed the gold paragraph alone (the published XQuAD setting)."""
+    from rag.types import Chunk, Hit
+
+    article = bot.index.article(article_id)
+    readings = bot.answerer.reader.read(question, [Hit(Chunk(-1, article.id, 0, len(article.text), article.text), 1.0, 0, "gold")])
+    spans = [span for reading in readings for span in reading.spans]
+    return max(spans, key=lambda s: s.score).text if spans else ""
 
 
 def balanced_sample(questions: list, limit: int | None) -> list:
@@ -344,7 +366,7 @@ def main(args) -> int:
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     markdown = render_markdown(report)
     (out / "report.md").write_text(markdown, encoding="utf-8")
-    plot_confidence(confidence_groups(results), gate, out / "confidence.png", f"Sanad {args.suite}: evidence score")
+    plot_confidence(confidence_groups(results), gate, out / "confidence.png", f"Sanad {args.suite}: answer confidence")
     print(markdown.split("\n## Questions", 1)[0])  # the tables, not the per-question lists
     print(f"Wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'confidence.png'}")
     for failure in failures:

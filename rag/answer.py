@@ -1,10 +1,11 @@
-"""The answer: a short direct answer when one can be read off the evidence, the supporting
-sentences as exact quotes with ``[n]`` markers, both sides when sources disagree, or a plain
-"the articles do not say" when the abstention gate finds the evidence too weak.
+"""The answer, from what the reader found: the span as the short answer, the sentence holding it as an
+exact quote, figures from different articles side by side when they differ, or a plain "the articles
+do not say" when no retrieved chunk answers the question well enough.
 
-Default mode is extractive and LLM-free: every word of an answer is either a fixed framing
-phrase or text copied from an article, so it cannot say what the articles do not. The
-optional LLM mode (`rag.llm`) is verified against its citations and falls back to this.
+Default mode is extractive and LLM-free: every word of an answer is a fixed framing phrase, text
+copied from an article, or (for an English question) a figure of the span written in digits, so it
+cannot say what the articles do not. The optional LLM mode (`rag.llm`) is verified against its
+citations and falls back to this.
 """
 from __future__ import annotations
 
@@ -12,331 +13,196 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from rag.arabic import (STOPWORDS, Number, format_number, latin_name_pattern, normalize, read_numbers, stem, terms,
-                        words)
+from rag.arabic import Number, is_arabic, normalize, read_numbers, terms
 from rag.config import SanadConfig
-from rag.evidence import DATE_PATTERN, FEATURES, Candidate, Question, analyse, gate_features, idf, load_model, rank
-from rag.types import Answer, Citation, Hit, Sentence
+from rag.types import Answer, Citation, Hit, Reading, Sentence, Span
 
-MAX_QUOTE_WORDS = 55  # longer sentences are trimmed to the clauses around the answer (XQuAD fit half, ar: 40 -> 55
-# words moves "answer contains the gold span" from 0.799 to 0.818; the median answer from 30 to 31 words)
+MAX_QUOTE_WORDS = 55  # longer sentences are trimmed to the clauses around the answer
 MAX_SOURCES = 3  # figures from at most this many articles
-RIVAL_MARGIN = 2.5  # a rival figure counts when its score is within this of the best (probability ratio >= e^-2.5)
-# A second supporting sentence is quoted when its probability is at least this share of the best one's.
-# Chosen on XQuAD's fit half as the most "answer contains the gold span" with a median answer of at most
-# ~35 words. Arabic: 0.818 at 0.25 (31 words), 0.835 at 0.1 (34), 0.844 at 0.05 (37). English questions
-# get flatter probabilities (no shared words), so a second quote comes more often: 0.734 at 0.25 but
-# 44 words, 0.689 at 0.5 with 36 (seed questions: 52 to 37 words, accuracy unchanged).
-SECOND_QUOTE_RATIO = {"ar": 0.1, "en": 0.5}
-STREAM_WORDS = 3  # words per streamed increment
-
-_UNITS_EN = {"جند": "troops", "جنود": "troops", "عسكر": "soldiers", "صاروخ": "missiles", "صواريخ": "missiles",
-             "كوري": "North Koreans", "مواطن": "citizens", "شخص": "people", "طيار": "pilots", "نقط": "points"}
-_DAYS_EN = dict(zip("الاثنين الثلاثاء الاربعاء الخميس الجمعه السبت الاحد".split(),
-                    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()))
-_MONTHS_EN = dict(zip("يناير فبراير مارس ابريل مايو يونيو يوليو اغسطس سبتمبر اكتوبر نوفمبر ديسمبر".split(),
-                      "January February March April May June July August September October November December".split()))
-_MONTHS_EN.update(dict(zip("شباط اذار نيسان ايار حزيران تموز ايلول".split(),
-                           "February March April May June July September".split())))
 _TEXTS = {
     "ar": {"abstain": "لا تتضمن المقالات إجابة عن هذا السؤال.",
            "related": "أقرب المقاطع إلى السؤال معروضة أدناه للاطلاع، لا كإجابة.",
-           "differ": "تختلف المصادر في هذا:", "quotes": ""},
+           "differ": "تختلف المصادر في هذا:"},
     "en": {"abstain": "The articles do not contain the answer to this question.",
            "related": "The closest passages are listed below for reference, not as an answer.",
-           "differ": "The articles give different figures:", "quotes": "According to the articles:"},
+           "differ": "The articles give different figures:"},
 }
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# A follow-up leans on the previous turn: "وحسب زيلينسكي؟", "and according to Peskov?", "what did he say?".
+_FOLLOW_UP = re.compile(r"^(?:و|ف)(?:حسب|ماذا|ما|من|مين|اين|متي|كم|هل|بالنسبه|عن|مع|في|لماذا)\b|^(?:and|what about|how about|"
+                        r"according to)\b|\b(?:he|she|they|him|her|them|his|their|its|it)\b")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A supporting sentence, the quoted part of it, and the short answer read from it."""
+    """A span the answer states, the chunk's calibrated probability, and the quoted stretch around it."""
 
-    candidate: Candidate
-    start: int  # the quoted span (article offsets), maybe trimmed to the relevant clauses
-    end: int
-    short: str | None  # in the question's language
-    value: tuple[float, str | None] | None = None  # (number, bound) for figure comparison
+    span: Span
+    logit: float  # the chunk's answerability logit
+    probability: float  # ... calibrated
+    quote_start: int  # article offsets of the quote: the sentence(s) holding the span, maybe trimmed
+    quote_end: int
+    value: Number | None  # the figure the span gives, when it gives one
 
 
 class Answerer:
-    """Turns retrieved chunks into an `Answer`; the learned weights come from ``answer_model.json``."""
+    """Turns the reader's readings of the retrieved chunks into an `Answer`."""
 
-    def __init__(self, config: SanadConfig, llm=None):
+    def __init__(self, config: SanadConfig, reader, llm=None):
         self.config = config
+        self.reader = reader
         self.llm = llm
 
     @property
-    def model(self):
-        return load_model()
-
-    @property
     def abstain_threshold(self) -> dict[str, float]:
-        """Per question language, the gate probability below which the answer is "the articles do not say"."""
-        return self.model.gate_thresholds
+        """Per question language, the probability below which the answer is "the articles do not say"."""
+        return {language: gate.threshold for language, gate in self.reader.gates.items()}
 
     def retrieval_query(self, question: str, history: Sequence | None) -> str:
-        """A follow-up ("وحسب زيلينسكي؟") is searched together with the previous question."""
-        previous = _previous_question(history)
-        return f"{previous} {question}" if analyse(question, previous).follow_up else question
+        """A follow-up ("وحسب زيلينسكي؟") is searched, and read, together with the previous question."""
+        previous = previous_question(history)
+        return f"{previous} {question}" if previous and is_follow_up(question) else question
 
-    def stream(self, question: str, hits: list[Hit], query_vector, index,
-               history: Sequence | None = None, use_llm: bool = False) -> Iterator[str | Answer]:
-        answer = self.extract(question, hits, query_vector, index, history)
+    def stream(self, question: str, hits: list[Hit], index, history: Sequence | None = None,
+               use_llm: bool = False, embedder=None) -> Iterator[str | Answer]:
+        """The answer's text as one piece once it is complete, then the `Answer`.
+
+        Nothing is streamed word by word: the reader scores all chunks in one pass (tens of
+        milliseconds), and an LLM's reply is verified sentence by sentence before any of it is shown.
+        """
+        answer = self.extract(question, hits, index, history)
         if use_llm and self.llm is not None and not answer.abstained:
             from rag.llm import generate
 
-            answer = generate(self.llm, question, answer, hits, index, self.config) or answer
-        words = answer.text.split(" ")
-        for at in range(0, len(words), STREAM_WORDS):
-            yield " ".join(words[at:at + STREAM_WORDS]) + (" " if at + STREAM_WORDS < len(words) else "")
+            answer = generate(self.llm, question, answer, hits, index, self.config, embedder) or answer
+        yield answer.text
         yield answer
 
-    def extract(self, question: str, hits: list[Hit], query_vector, index,
-                history: Sequence | None = None) -> Answer:
-        """The extractive answer (no LLM): quotes, a short answer, conflicts, or an abstention."""
-        parsed = analyse(question, _previous_question(history))
-        ranked = rank(parsed, query_vector, hits, index, self.model)
-        confidence = self.model.gate_probability(gate_features(ranked, parsed.answer_type), parsed.language)
-        weak = confidence < self.model.gate_thresholds[parsed.language] or _focus_missing(ranked)
-        if not ranked or (weak and self.config.answer.abstain):
-            return _abstention(parsed, ranked[:2], index, confidence)
-        claims = _claims(parsed, ranked, index)
-        return _compose(parsed, claims, index, confidence)
+    def extract(self, question: str, hits: list[Hit], index, history: Sequence | None = None) -> Answer:
+        """The extractive answer (no LLM): short answer, quotes, conflicts, or an abstention."""
+        language = "ar" if is_arabic(question) else "en"
+        readings = self.reader.read(self.retrieval_query(question, history), hits)
+        gate = self.reader.gate(language)
+        weight = float(self.reader.settings.get("span_weight", 0.0))  # chosen on dev by `eval.calibrate_reader`
+        claims = sorted((claim for reading in readings if (claim := _claim(reading, gate.probability(reading.answer_logit)))),
+                        key=lambda c: -(c.logit + weight * c.span.score))
+        confidence = max((c.probability for c in claims), default=0.0)
+        if not claims or (confidence < gate.threshold and self.config.answer.abstain):
+            return _abstention(language, claims[:2], index, confidence)
+        return _compose(language, _chosen(claims, gate.threshold, self.reader.settings), index, confidence)
 
 
-def _focus_missing(ranked: list[Candidate]) -> bool:
-    """The thing asked about ("كم دبابة": tanks) appears in none of the retrieved sentences."""
-    focus = FEATURES.index("focus")
-    return all(candidate.features[focus] == 0.0 for candidate in ranked)
-
-
-def _previous_question(history: Sequence | None) -> str | None:
+def previous_question(history: Sequence | None) -> str | None:
     if not history:
         return None
     previous = history[-1]
     return previous[0] if isinstance(previous, (tuple, list)) else str(previous)
 
 
-# --- choosing the evidence -------------------------------------------------------------------
+def is_follow_up(question: str) -> bool:
+    """Short ("وبلينكن؟"), opening with و/ف and a question word, or leaning on a pronoun."""
+    return len(terms(question)) <= 3 or bool(_FOLLOW_UP.search(normalize(question).strip()))
 
-def _claims(question: Question, ranked: list[Candidate], index) -> list[Claim]:
-    """The best sentence, plus rival sentences from other articles when the question asks for a figure."""
-    best = _claim(question, ranked[0], _anchor_terms(question, ranked[0], ranked[0], index))
-    claims = [best]
-    second_ratio = SECOND_QUOTE_RATIO[question.language]
-    if len(ranked) > 1 and not best.value and ranked[1].probability >= second_ratio * ranked[0].probability:
-        claims.append(_claim(question, ranked[1], _anchor_terms(question, ranked[1], ranked[0], index)))
-    elif question.answer_type == "number" and best.value:
-        seen_articles = {best.candidate.sentence.article_id}
-        for candidate in ranked[1:]:
-            if candidate.score < ranked[0].score - RIVAL_MARGIN or len(claims) == MAX_SOURCES:
+
+# --- choosing what to state ------------------------------------------------------------------------
+
+def _claim(reading: Reading, probability: float) -> Claim | None:
+    """The reading's best span with its quote: the sentences of the chunk that hold it."""
+    if not reading.spans:
+        return None
+    span = reading.spans[0]
+    sentences = [s for s in reading.hit.chunk.sentences if s.start < span.end and span.start < s.end]
+    if not sentences:  # a chunk cut inside one very long sentence
+        sentences = [Sentence(span.article_id, span.start, span.end, span.text)]
+    start, end = _trimmed(sentences, span)
+    numbers = read_numbers(span.text)
+    return Claim(span, reading.answer_logit, probability, start, end, numbers[0] if numbers else None)
+
+
+def _chosen(claims: list[Claim], threshold: float, settings: dict) -> list[Claim]:
+    """The best claim; for a figure, the differing figures of other articles that score about as well;
+    otherwise a second quote when another sentence is nearly as likely to hold the answer."""
+    best = claims[0]
+    margin = float(settings.get("rival_margin", 3.0))
+    rivals = [c for c in claims[1:] if c.probability >= threshold and c.span.score >= best.span.score - margin]
+    if best.probability < threshold:  # the gate is off (benchmarks): nothing else scores well either
+        rivals = []
+    if best.value is not None:
+        chosen, articles, values = [best], {best.span.article_id}, {best.value.value}
+        for claim in rivals:
+            if claim.value is not None and claim.span.article_id not in articles and claim.value.value not in values:
+                chosen.append(claim)
+                articles.add(claim.span.article_id)
+                values.add(claim.value.value)
+            if len(chosen) == MAX_SOURCES:
                 break
-            if candidate.sentence.article_id in seen_articles:
-                continue
-            claim = _claim(question, candidate, _anchor_terms(question, candidate, ranked[0], index))
-            if claim.value and _same_topic(question, best.candidate, candidate):
-                claims.append(claim)
-                seen_articles.add(candidate.sentence.article_id)
-    return claims
+        if len(chosen) > 1:
+            return chosen
+    second_margin = float(settings.get("second_quote_margin", 0.0))
+    seconds = [c for c in rivals if c.span.score >= best.span.score - second_margin
+               and (c.quote_start, c.quote_end) != (best.quote_start, best.quote_end)]
+    return [best] + seconds[:1]
 
 
-def _same_topic(question: Question, best: Candidate, other: Candidate) -> bool:
-    """A rival figure must match the question about as well as the best one does."""
-    own = FEATURES.index("own_cover")
-    return other.features[own] >= 0.75 * best.features[own]
-
-
-def _anchor_terms(question: Question, candidate: Candidate, best: Candidate, index) -> set[str]:
-    """The words a figure should sit next to: the question's rarest term found in the sentence.
-
-    An English question shares no words with an Arabic sentence; a rival sentence is then anchored
-    on the rarest word it shares with the best sentence ("كورسك" picks 8 آلاف over 10 آلاف).
-    """
-    present = set(terms(candidate.sentence.text))
-    if question.language == "ar":
-        wanted = set(question.terms)
-    else:
-        wanted = _names_in(question, candidate.sentence.text) if candidate is best else set(terms(best.sentence.text))
-    shared = wanted & present
-    if not shared:
-        return set()
-    weights = idf(index, tuple(shared))
-    return {max(shared, key=lambda term: (weights[term], term))}
-
-
-_ATTRIBUTION = re.compile(r"\b(?i:according to|per)\s+((?:[A-Z][\w'.-]*\s*)+)|\b(?:did|does|do)\s+(.+?)\s+"
-                          r"(?:say|claim|confirm|report|estimate|announce|believe|think)\b")
-
-
-def _names_in(question: Question, text: str) -> set[str]:
-    """Stems of the sentence's Arabic words that spell a name from the English question ("Kursk" ->
-    "كورسك"). The source a question attributes to ("according to Blinken") is not where the figure is."""
-    source = {word for match in _ATTRIBUTION.finditer(question.text) for word in (match[1] or match[2]).split()}
-    patterns = [p for name in re.findall(r"\b[A-Z][a-z]+", question.text)
-                if name not in source and (p := latin_name_pattern(name)) is not None]
-    return {stem(word) for word in words(text) if any(p.fullmatch(word) for p in patterns)}
-
-
-def _claim(question: Question, candidate: Candidate, anchors: set[str]) -> Claim:
-    sentence = candidate.sentence
-    short, value, anchor = None, None, None
-    if question.answer_type == "number":
-        number = _number_near_terms(question, sentence, anchors)
-        if number:
-            value = (number.value, number.bound)
-            short = _render_number(number, sentence, question)
-            anchor = number.start
-    elif question.answer_type == "date":
-        span = _date_span(sentence.text)
-        if span:
-            short = _render_date(sentence.text[span[0]:span[1]], question.language)
-            anchor = span[0]
-    start, end = _focus(sentence, anchor, question)
-    return Claim(candidate, start, end, short, value)
-
-
-def _word_spans(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, stem) of each word in the original text."""
-    return [(m.start(), m.end(), stem(normalize(m.group()))) for m in _WORD.finditer(text)]
-
-
-def _number_near_terms(question: Question, sentence: Sentence, wanted: set[str]) -> Number | None:
-    """The figure closest to the anchor words: "من بين 10 آلاف ... 8 آلاف في كورسك" -> 8 آلاف."""
-    numbers = [n for n in read_numbers(sentence.text) if n.value not in question.numbers]
-    if not numbers:
-        return None
-    anchors = [start for start, _, word_stem in _word_spans(sentence.text) if word_stem in wanted]
-    if not anchors:
-        return numbers[0]
-    return min(numbers, key=lambda n: min(abs(n.start - a) for a in anchors))
-
-
-def _render_number(number: Number, sentence: Sentence, question: Question) -> str:
-    """"أكثر من 11 ألف جندي" (Arabic question) or "more than 11,000 troops" (English)."""
-    unit = _unit_after(sentence.text, number.end, question)
-    if question.language == "ar":  # the article's own words, so every word of the answer is in the quote
-        start = number.start if number.bound_start is None else number.bound_start
-        parts = [sentence.text[start:number.end].lstrip("\"'“”«»("), unit or ""]
-    else:
-        unit_en = next((english for prefix, english in _UNITS_EN.items() if unit and normalize(unit).startswith(prefix)), "")
-        figure = f"{number.value:,.0f}" if number.value == int(number.value) else format_number(number.value)
-        parts = [number.bound or "", figure, unit_en]
-    text = " ".join(p for p in parts if p)
-    return text[:1].upper() + text[1:] if question.language == "en" else text
-
-
-def _unit_after(text: str, end: int, question: Question) -> str | None:
-    """The noun counted by a number, when it is one the question asks about or a known unit."""
-    match = re.match(r"\s+([^\W\d_]+)", text[end:])
-    if not match:
-        return None
-    word = match.group(1)
-    norm = normalize(word)
-    if norm in STOPWORDS:
-        return None
-    if stem(norm) in question.terms or any(norm.startswith(prefix) for prefix in _UNITS_EN):
-        return word
-    return None
-
-
-def _date_span(text: str) -> tuple[int, int] | None:
-    """The first day, month or year phrase, with a day number before a month ("3 أكتوبر")."""
-    spans = [(s, e) for s, e, _ in _word_spans(text) if DATE_PATTERN.fullmatch(normalize(text[s:e]).removeprefix("و"))]
-    if not spans:
-        return None
-    start, end = spans[0]
-    before = re.search(r"(\d{1,2})\s+$", text[:start])
-    if before:
-        start = before.start(1)
-    after = re.match(r"\s+(\d{4})\b", text[end:])
-    if after:
-        end += after.end()
-    return start, end
-
-
-def _render_date(text: str, language: str) -> str:
-    if language == "ar":
-        return text
-    rendered = []
-    for token in text.split():
-        norm = normalize(token).removeprefix("و")
-        rendered.append(_DAYS_EN.get(norm) or _MONTHS_EN.get(norm) or token)
-    return " ".join(rendered)
-
-
-def _focus(sentence: Sentence, anchor: int | None, question: Question) -> tuple[int, int]:
-    """The whole sentence, or for a long one the clauses around the answer (still an exact span)."""
-    if len(sentence.text.split()) <= MAX_QUOTE_WORDS:
-        return sentence.start, sentence.end
-    bounds = [0] + [m.end() for m in re.finditer(r"[،,;:؛]\s*", sentence.text)] + [len(sentence.text)]
-    clauses = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1) if bounds[i] < bounds[i + 1]]
-    wanted = set(question.terms)
-    if anchor is None:
-        def density(clause):
-            return sum(1 for s, _, w in _word_spans(sentence.text[clause[0]:clause[1]]) if w in wanted)
-        center = max(range(len(clauses)), key=lambda i: density(clauses[i]))
-    else:
-        center = next((i for i, (s, e) in enumerate(clauses) if s <= anchor < e), 0)  # anchor: offset in the sentence
-    low = high = center
-    count = lambda a, b: len(sentence.text[clauses[a][0]:clauses[b][1]].split())  # noqa: E731
+def _trimmed(sentences: list[Sentence], span: Span) -> tuple[int, int]:
+    """The sentences holding the span; beyond `MAX_QUOTE_WORDS`, only the clauses around it (still exact)."""
+    start, end = sentences[0].start, sentences[-1].end
+    text = sentences[0].text if len(sentences) == 1 else None
+    if text is None or len(text.split()) <= MAX_QUOTE_WORDS:
+        return start, end
+    bounds = [0] + [m.end() for m in re.finditer(r"[،,;:؛]\s*", text)] + [len(text)]
+    clauses = [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
+    first = next(i for i, (a, b) in enumerate(clauses) if span.start - start < b)
+    last = next((i for i, (a, b) in enumerate(clauses) if span.end - start <= b), len(clauses) - 1)
+    count = lambda a, b: len(text[clauses[a][0]:clauses[b][1]].split())  # noqa: E731
     while True:
         grown = False
-        if low > 0 and count(low - 1, high) <= MAX_QUOTE_WORDS:
-            low, grown = low - 1, True
-        if high < len(clauses) - 1 and count(low, high + 1) <= MAX_QUOTE_WORDS:
-            high, grown = high + 1, True
+        if first > 0 and count(first - 1, last) <= MAX_QUOTE_WORDS:
+            first, grown = first - 1, True
+        if last < len(clauses) - 1 and count(first, last + 1) <= MAX_QUOTE_WORDS:
+            last, grown = last + 1, True
         if not grown:
             break
-    start, end = clauses[low][0], clauses[high][1]
-    quote = sentence.text[start:end].rstrip(" ،,;:؛")
-    return sentence.start + start, sentence.start + start + len(quote)
+    quote = text[clauses[first][0]:clauses[last][1]].rstrip(" ،,;:؛")
+    return start + clauses[first][0], start + clauses[first][0] + len(quote)
 
 
-# --- writing the answer ------------------------------------------------------------------------
+# --- writing the answer ------------------------------------------------------------------------------
 
-def _citation(n: int, claim_or_candidate, index, related: bool = False) -> Citation:
-    if isinstance(claim_or_candidate, Claim):
-        candidate, start, end = claim_or_candidate.candidate, claim_or_candidate.start, claim_or_candidate.end
-    else:
-        candidate = claim_or_candidate
-        start, end = candidate.sentence.start, candidate.sentence.end
-    article = index.article(candidate.sentence.article_id)
-    return Citation(n=n, source=article.source, title=article.title, quote=article.text[start:end], start=start,
-                    end=end, score=round(candidate.probability, 4), article_id=article.id, date=article.date,
-                    related=related)
+def _citation(n: int, claim: Claim, index, related: bool = False) -> Citation:
+    article = index.article(claim.span.article_id)
+    return Citation(n=n, source=article.source, title=article.title,
+                    quote=article.text[claim.quote_start:claim.quote_end], start=claim.quote_start,
+                    end=claim.quote_end, score=round(claim.probability, 4), article_id=article.id,
+                    date=article.date, related=related)
 
 
-def _compose(question: Question, claims: list[Claim], index, confidence: float) -> Answer:
-    """Short answer(s) first, then the quotes; figures from several articles grouped by value."""
-    texts = _TEXTS[question.language]
+def _short(claim: Claim, language: str) -> str:
+    """The span; for an English question, with its figure in digits ("أكثر من 11 ألف (more than 11,000)")."""
+    if language == "ar" or claim.value is None:
+        return claim.span.text
+    number = claim.value
+    figure = f"{number.value:,.0f}" if number.value == int(number.value) else f"{number.value:,}"
+    return f"{claim.span.text} ({number.bound + ' ' if number.bound else ''}{figure})"
+
+
+def _compose(language: str, claims: list[Claim], index, confidence: float) -> Answer:
+    """Short answer(s) first, each with the marker of its quote, then the quotes."""
+    texts = _TEXTS[language]
     citations = [_citation(n, claim, index) for n, claim in enumerate(claims, start=1)]
-    groups: dict = {}
-    for claim, citation in zip(claims, citations):
-        if claim.value:
-            groups.setdefault(claim.value, []).append((claim, citation))
-    conflict = len(groups) > 1
-    lines = []
+    conflict = len({c.value.value for c in claims if c.value is not None}) > 1
     if conflict:
-        lines.append(texts["differ"])
-        lines += [f"- {group[0][0].short} " + " ".join(f"[{c.n}]" for _, c in group) for group in groups.values()]
-    elif claims[0].short:
-        same = [c for claim, c in zip(claims, citations) if claims[0].value and claim.value == claims[0].value]
-        markers = " ".join(f"[{c.n}]" for c in same or citations[:1])  # a date is read from the first quote only
-        lines.append(f"{claims[0].short} {markers}")
-    elif texts["quotes"]:
-        lines.append(texts["quotes"])
+        lines = [texts["differ"]] + [f"- {_short(c, language)} [{cite.n}]" for c, cite in zip(claims, citations)]
+    else:
+        lines = [f"{_short(claims[0], language)} [1]"]
     lines += [f"«{c.quote}» [{c.n}]" for c in citations]
+    spans = tuple(c.span for c in claims) if conflict else (claims[0].span,)
     return Answer(text="\n".join(lines), abstained=False, citations=citations,
-                  short_answer=None if conflict else claims[0].short, language=question.language,
+                  short_answer=claims[0].span.text, spans=spans, language=language,
                   confidence=round(confidence, 4), conflict=conflict)
 
 
-def _abstention(question: Question, closest: list[Candidate], index, confidence: float) -> Answer:
-    texts = _TEXTS[question.language]
-    related = [_citation(n, c, index, related=True) for n, c in enumerate(closest, start=1)]
+def _abstention(language: str, closest: list[Claim], index, confidence: float) -> Answer:
+    texts = _TEXTS[language]
+    related = [_citation(n, claim, index, related=True) for n, claim in enumerate(closest, start=1)]
     text = texts["abstain"] + (" " + texts["related"] if related else "")
-    return Answer(text=text, abstained=True, citations=related, language=question.language,
-                  confidence=round(confidence, 4))
-
+    return Answer(text=text, abstained=True, citations=related, language=language, confidence=round(confidence, 4))

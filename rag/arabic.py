@@ -226,35 +226,3 @@ def canonical_numbers(text: str) -> str:
 def format_number(value: float) -> str:
     """Plain digits: 8000.0 -> "8000", 1.5 -> "1.5"."""
     return str(int(value)) if value == int(value) else f"{value:g}"
-
-
-# --- Latin names in Arabic script ----------------------------------------------------------
-
-# Arabic letters a Latin letter (or digraph) is usually written with in transliterated names.
-_LATIN_TO_ARABIC = {"sh": "ش", "kh": "خ", "gh": "[غج]", "th": "[ثت]", "ph": "ف", "ch": "(?:تش|ش)", "ts": "تس",
-                    "b": "ب", "c": "[كسق]", "d": "[دض]", "f": "ف", "g": "[غجك]", "h": "[هح]?", "j": "[جي]",
-                    "k": "[كق]", "l": "ل", "m": "م", "n": "ن", "p": "ب", "q": "ق", "r": "ر", "s": "[سصز]",
-                    "t": "[تط]", "v": "ف", "w": "و", "x": "كس", "y": "[ي]?", "z": "[زذظ]"}
-_ARABIC_VOWELS = "[اويء]*"
-
-
-@functools.lru_cache(maxsize=256)
-def latin_name_pattern(name: str) -> re.Pattern | None:
-    """A pattern for the Arabic spellings of a Latin-script name, on normalized words:
-    "Blinken" matches "بلينكن", "Kursk" "كورسك", "Peskov" "بيسكوف". Long vowels are optional,
-    so an English question can point at the Arabic words it names (None for short words)."""
-    letters = re.sub(r"(.)\1", r"\1", re.sub(r"[^a-z]", "", name.lower()))  # "Russia": one s
-    if len(letters) < 4:
-        return None
-    parts, at = [], 0
-    while at < len(letters):
-        pair = letters[at:at + 2]
-        if pair in _LATIN_TO_ARABIC:
-            parts.append(_LATIN_TO_ARABIC[pair])
-            at += 2
-            continue
-        letter = letters[at]
-        parts.append(_LATIN_TO_ARABIC.get(letter, ""))  # vowels: only the optional long vowels between
-        at += 1
-    body = _ARABIC_VOWELS.join(p for p in parts if p)
-    return re.compile(f"(?:[وبلف]|ال|وال|بال)?{_ARABIC_VOWELS}{body}{_ARABIC_VOWELS}(?:ه|ي|يه|ية)?")

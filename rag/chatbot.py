@@ -29,6 +29,7 @@ class ChatBot:
                  llm=None, index_dir: str | Path | None = None, progress: Progress | None = None):
         from rag.answer import Answerer
         from rag.embeddings import Embedder
+        from rag.reader import Reader
 
         self.config = config or load_config()
         self.corpus = Path(corpus) if corpus else DEFAULT_CORPUS
@@ -43,7 +44,7 @@ class ChatBot:
             llm = from_config(self.config)
             if llm is None:
                 raise ConfigError("answer.mode is 'llm' but no LLM server is set: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL")
-        self.answerer = Answerer(self.config, llm=llm)
+        self.answerer = Answerer(self.config, Reader(self.embedder), llm=llm)
 
     @classmethod
     def from_dir(cls, path: str | Path, **kwargs) -> "ChatBot":
@@ -62,7 +63,8 @@ class ChatBot:
 
     def stream(self, question: str, history: History | None = None, top_k: int | None = None,
                mode: str | None = None) -> Iterator[str | Answer]:
-        """Yield text increments as the answer is composed, then the final `Answer`.
+        """Yield the answer's text once it is complete, then the final `Answer` (for UIs that show
+        progress; the answer is not composed word by word).
 
         ``top_k`` (passages) and ``mode`` ("extractive" or "llm") override the config for this question;
         a chatbot given an LLM answers in "llm" mode unless told otherwise.
@@ -77,7 +79,7 @@ class ChatBot:
         query = self.answerer.retrieval_query(question, history)
         query_vector = self.embedder.encode_queries([query])[0]
         hits = self.retrieve(query, top_k=top_k, query_vector=query_vector, index=index)
-        yield from self.answerer.stream(question, hits, query_vector, index, history, use_llm=mode == "llm")
+        yield from self.answerer.stream(question, hits, index, history, use_llm=mode == "llm", embedder=self.embedder)
 
     def retrieve(self, question: str, top_k: int | None = None, mode: str | None = None,
                  query_vector=None, index=None) -> list[Hit]:

@@ -371,6 +371,7 @@ class Embedder:
 
     def __init__(self, config: EmbedConfig, cache_dir: Path):
         self.config = config
+        self.cache_dir = Path(cache_dir)
         self.model_id = config.model
         path, self.fingerprint = resolve_model(config, cache_dir)
         self._model = _load_model(path, config.device)

@@ -88,7 +88,7 @@ def api_base(base_url: str) -> str:
 
 
 def generate(llm, question: str, extractive: Answer, hits: list[Hit], index,
-             config: SanadConfig) -> Answer | None:
+             config: SanadConfig, embedder=None) -> Answer | None:
     """The LLM's answer with only its verified sentences, or None to keep ``extractive``. Never raises
     for what the server does or says."""
     sources = collect_sources(hits, index)
@@ -108,7 +108,7 @@ def generate(llm, question: str, extractive: Answer, hits: list[Hit], index,
             continue  # nothing to check (a stray marker or bullet)
         content += 1
         valid = bool(cited) and all(1 <= n <= len(sources) for n in cited)
-        if valid and _supported(plain, [sources[n - 1] for n in cited], index, config):
+        if valid and _supported(plain, [sources[n - 1] for n in cited], embedder or _embedder(config.embed, config.cache_dir)):
             kept.append((sentence, cited, newline))
             newline = False
         else:
@@ -230,18 +230,17 @@ def _without_numbers(text: str) -> str:
     return text
 
 
-def _supported(sentence: str, cited: list[Source], index, config: SanadConfig) -> bool:
+def _supported(sentence: str, cited: list[Source], embedder) -> bool:
     passages = [source.sentence.text for source in cited]
     if same_language(sentence, passages):
         return verify(sentence, passages)
-    return verify(sentence, passages, _similarity(sentence, cited, index, config))
+    return verify(sentence, passages, _similarity(sentence, passages, embedder))
 
 
-def _similarity(sentence: str, cited: list[Source], index, config: SanadConfig) -> float:
-    """Best cosine between the sentence and its cited sentences' stored passage vectors."""
-    vector = _embedder(config.embed, config.cache_dir).encode_passages([sentence])[0]
-    stored = np.asarray(index.sentence_vectors[[source.row for source in cited]], np.float32)
-    return float(np.max(stored @ vector))
+def _similarity(sentence: str, passages: list[str], embedder) -> float:
+    """Best cosine between the sentence and its cited sentences, all embedded as passages."""
+    vectors = embedder.encode_passages([sentence] + passages)
+    return float(np.max(vectors[1:] @ vectors[0]))
 
 
 @functools.lru_cache(maxsize=2)

@@ -37,6 +37,7 @@ from rag.chunking import chunk_article
 from rag.config import SanadConfig, StoreConfig
 from rag.errors import IndexMismatchError, StoreError
 from rag.ingest import content_hash
+from rag.reader import reader_fingerprint
 from rag.types import Article, Chunk, Sentence
 
 FORMAT_VERSION = 1
@@ -111,6 +112,7 @@ def manifest_for(config: SanadConfig, model_id: str, fingerprint: str, dim: int)
         "dim": dim,
         "chunking": dataclasses.asdict(config.chunk),
         "store": dataclasses.asdict(config.store),
+        "answer_model": reader_fingerprint(),  # the reader decides how long a chunk it can read
     }
 
 
@@ -133,7 +135,7 @@ def open_index(index_dir: Path, expected: dict) -> Index:
 
 def mismatch(manifest: dict, expected: dict) -> str | None:
     """A sentence saying why a saved index cannot be used as it is, or None."""
-    for key in ("format_version", "embedding_model", "embedding_fingerprint", "dim", "chunking", "store"):
+    for key in ("format_version", "embedding_model", "embedding_fingerprint", "dim", "chunking", "store", "answer_model"):
         if manifest.get(key) != expected.get(key):
             return f"the index was built with {key}={manifest.get(key)!r}, now {expected.get(key)!r}"
     return None

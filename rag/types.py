@@ -54,6 +54,26 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Span:
+    """A stretch of an article the reader points at as the answer (article offsets)."""
+
+    article_id: str
+    start: int
+    end: int
+    text: str  # == article.text[start:end]
+    score: float  # start + end logits: compares the spans of one question
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the reader made of one retrieved chunk: its best spans and how much it answers the question."""
+
+    hit: Hit
+    spans: tuple[Span, ...]  # best first, at most a few, not overlapping
+    answer_logit: float  # the answerability head (uncalibrated; `rag.reader.Gate` turns it into a probability)
+
+
+@dataclass(frozen=True)
 class Citation:
     """A numbered pointer to an exact span of an article."""
 
@@ -79,10 +99,11 @@ class Answer:
     text: str
     abstained: bool
     citations: list[Citation] = field(default_factory=list)
-    short_answer: str | None = None  # the direct answer (a number, a name, a date) when one was extracted
+    short_answer: str | None = None  # the direct answer: the reader's best span (when sources differ, the first)
+    spans: tuple[Span, ...] = ()  # the short answer(s) as exact article spans, one per figure when sources differ
     language: str = "ar"  # "ar" or "en": the question's language, used for the framing
     mode: str = "extractive"  # "extractive" or "llm"
-    confidence: float = 0.0  # the evidence score that the abstention gate compared
+    confidence: float = 0.0  # the calibrated probability that the best chunk answers: what the gate compared
     conflict: bool = False  # True when sources give different figures for the question
 
     def to_dict(self) -> dict:
@@ -94,5 +115,6 @@ class Answer:
             "mode": self.mode,
             "confidence": self.confidence,
             "conflict": self.conflict,
+            "spans": [asdict(span) for span in self.spans],
             "citations": [c.to_dict() for c in self.citations],
         }

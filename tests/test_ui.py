@@ -14,7 +14,7 @@ import gradio as gr
 import pytest
 
 from rag.chatbot import ChatBot
-from rag.types import Answer, Article, Citation
+from rag.types import Answer, Article, Citation, Span
 from ui.app import Handlers, build_app, stream_answer
 from ui.format import (
     Turn, citation_key, format_answer, format_corpus, format_partial, format_source, format_status,
@@ -55,6 +55,17 @@ def test_markers_become_buttons_carrying_turn_and_number():
     buttons = re.findall(r'<button type="button" class="sanad-cite"[^>]*data-cite="(\d+:\d+)"[^>]*>\[(\d)\]</button>', html)
     assert ("3:1", "1") in buttons and ("3:2", "2") in buttons
     assert 'dir="ltr"' in html  # a marker reads "[1]" inside Arabic text
+
+
+def test_the_short_answer_is_marked_inside_its_quote():
+    citation = cite(1)
+    start = ARTICLE_TEXT.index("11 ألف")
+    span = Span("a.txt", start, start + len("11 ألف"), "11 ألف", 3.2)
+    answer = Answer(text=f"11 ألف [1]\n«{citation.quote}» [1]", abstained=False, citations=[citation],
+                    short_answer="11 ألف", spans=(span,))
+    html = format_answer(answer, turn=0)
+    assert html.count('<mark class="sanad-answer">11 ألف</mark>') == 1
+    assert "«قالت الوزارة إن <mark" in html and "</mark> جندي وصلوا.»" in html
 
 
 def test_a_marker_without_its_citation_stays_plain_text():

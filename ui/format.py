@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Sequence
 
-from rag.types import Answer, Article, Citation
+from rag.types import Answer, Article, Citation, Span
 
 MARKER = re.compile(r"\[(\d{1,3})\]")
 KEY = re.compile(r"^(\d{1,6}):(\d{1,4})$")
@@ -112,8 +112,10 @@ def _marker(turn: int | None, citation: Citation | None, n: int, label: str | No
             f'title="{title}" aria-label="{escape(f"[{n}] {citation.source}", quote=True)}">{text}</button>')
 
 
-def format_text(text: str, citations: Sequence[Citation] = (), turn: int | None = None) -> str:
-    """Escaped answer text with each ``[n]`` made a marker (clickable when ``turn`` is given).
+def format_text(text: str, citations: Sequence[Citation] = (), turn: int | None = None,
+                spans: Sequence[Span] = ()) -> str:
+    """Escaped answer text with each ``[n]`` made a marker (clickable when ``turn`` is given), and the
+    short answer's span marked inside the quote that holds it.
 
     Each line reads in its own direction (``dir="auto"``), so an Arabic quote inside an English
     answer keeps its words and «guillemets» in order, and an English line in Arabic text too.
@@ -123,7 +125,7 @@ def format_text(text: str, citations: Sequence[Citation] = (), turn: int | None 
     for line in text.split("\n"):
         parts, last = [], 0
         for match in MARKER.finditer(line):
-            parts.append(escape(line[last:match.start()]))
+            parts.append(_marked(line[last:match.start()], by_number.get(int(match.group(1))), spans))
             n = int(match.group(1))
             parts.append(_marker(turn, by_number.get(n), n) if n in by_number or turn is None else escape(match.group(0)))
             last = match.end()
@@ -131,6 +133,21 @@ def format_text(text: str, citations: Sequence[Citation] = (), turn: int | None 
         body = "".join(parts)
         lines.append(f'<div class="sanad-line" dir="auto">{body}</div>' if line.strip() else '<div class="sanad-line is-blank"></div>')
     return "".join(lines)
+
+
+def _marked(piece: str, citation: Citation | None, spans: Sequence[Span]) -> str:
+    """``piece`` escaped; when it is the «quote» of ``citation``, the spans inside it in <mark>."""
+    if citation is None or f"«{citation.quote}»" not in piece:
+        return escape(piece)
+    offset = piece.index(f"«{citation.quote}»") + 1 - citation.start  # article offset -> position in piece
+    inside = sorted((s.start + offset, s.end + offset) for s in spans
+                    if s.article_id == citation.article_id and citation.start <= s.start and s.end <= citation.end)
+    html, cursor = [], 0
+    for start, end in inside:
+        if start >= cursor:
+            html += [escape(piece[cursor:start]), f'<mark class="sanad-answer">{escape(piece[start:end])}</mark>']
+            cursor = end
+    return "".join(html) + escape(piece[cursor:])
 
 
 def _meta(citation: Citation, show_scores: bool, labels: dict) -> str:
@@ -187,7 +204,7 @@ def format_answer(answer: Answer, turn: int | None = None, show_scores: bool = F
         classes.append("sanad-conflict")
         notices.append(f'<div class="sanad-notice sanad-notice-conflict" role="note">'
                        f'<span class="sanad-icon" aria-hidden="true">⚠</span>{labels["conflict"]}</div>')
-    text = format_text(answer.text, answer.citations, turn)
+    text = format_text(answer.text, answer.citations, turn, answer.spans)
     footer = []
     if answer.mode == "llm":
         footer.append(f'<span class="sanad-tag">{labels["llm"]}</span>')

@@ -1,0 +1,270 @@
+"""Calibrate the shipped reader's abstention gate and answer settings on dev data, in the retrieval setting.
+
+    python -m eval.calibrate_reader            # ~10-20 min on 2 cores; rewrites rag/reader_model/reader.json
+
+The gate is the reader's answerability logit of the best retrieved chunk, turned into a probability by
+Platt scaling and compared with a threshold, both per question language. They are fitted here on
+questions the reader never trained on, asked the way users ask them (the default ChatBot: hybrid
+retrieval, top 5 chunks):
+
+* XQuAD's dev articles (the part of the *fit* half `eval.reader_data` holds out; the report half is never
+  read), Arabic and English questions over the 240 Arabic paragraphs. Answerable as asked; unanswerable
+  with their gold paragraph taken out of the retrieved chunks (on-topic, absent), and asked of the seed
+  articles (off-topic).
+* AAQAD's dev articles (Arabic), with their own unanswerable questions, over the dev paragraphs.
+* The seed gold set's fit half (in-domain news, hand-checked unanswerables), over the seed articles.
+
+The threshold maximizes the mean over these sources of the balanced accuracy (answerable answered,
+unanswerable abstained). Then, on the same dev data: ``span_weight`` (which chunk's span is the short
+answer: the most answerable chunk's, or the best span score's, or between) maximizes short-answer F1 on
+the answerable questions; ``second_quote_margin`` (a second quote when
+another sentence's span scores within this many logits of the best) is the largest that keeps the
+median answer at most `MAX_WORDS` words, and ``rival_margin`` (figures of other articles shown side
+by side) the one that best separates the seed fit half's conflict questions from its other figure
+questions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eval import metrics as m
+from eval.reader_data import DEV_SHARE, QA_TRAIN, SEEDS_GOLD, read_squad, seeds_half, split_of
+from rag.reader import CONFIG_FILE, READER_DIR, Gate
+from rag.types import Hit
+
+OUT = Path("eval/out/calibration")
+MAX_WORDS = 40  # median answer length the second quote may grow answers to
+SECOND_MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)  # 0.0: a second quote only on a tie
+RIVAL_MARGINS = (1.0, 2.0, 3.0, 4.0, 6.0, 10.0)
+SPAN_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # best claim: answerability logit + weight * span score
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One dev question as asked: its source, language, whether it is answerable, and its answer keys."""
+
+    source: str
+    language: str
+    question: str
+    answerable: bool
+    keys: tuple[str, ...]
+    bot: str  # which corpus: "xquad", "aaqad", "seeds"
+    exclude: str | None = None  # an article taken out of the retrieved chunks
+    history: tuple = ()
+    tags: tuple[str, ...] = ()
+    articles: frozenset[str] = frozenset()
+
+
+class MemoReader:
+    """The bot's reader, remembering each (question, chunks) reading so settings can be compared cheaply."""
+
+    def __init__(self, reader):
+        self.reader, self.memo = reader, {}
+        self.gates, self.settings = reader.gates, dict(reader.settings)
+
+    def read(self, question, hits):
+        key = (question, tuple(h.chunk.id for h in hits))
+        if key not in self.memo:
+            self.memo[key] = self.reader.read(question, hits)
+        return self.memo[key]
+
+    def gate(self, language):
+        return self.gates.get(language) or self.gates["ar"]
+
+
+def dev_questions(seeds_bot) -> list[Asked]:
+    from eval import xquad
+    from eval.reader_data import XQUAD_DEV_SHARE
+
+    asked = []
+    for q in xquad.load()[1]:
+        if q.half != "fit" or split_of(q.article, "xquad", XQUAD_DEV_SHARE) != "dev":
+            continue
+        for language, text in (("ar", q.question_ar), ("en", q.question_en)):
+            asked.append(Asked("xquad", language, text, True, q.answers, "xquad", articles=frozenset({q.article_id})))
+            asked.append(Asked("xquad", language, text, False, (), "xquad", exclude=q.article_id))
+            asked.append(Asked("xquad", language, text, False, (), "seeds"))
+    for e in read_squad(QA_TRAIN / "aaqad.ar.json", "aaqad", "ar"):
+        if split_of(e.title, "aaqad", DEV_SHARE) == "dev":
+            asked.append(Asked("aaqad", "ar", e.question, e.answerable, tuple(e.context[s:t] for s, t in e.answers), "aaqad"))
+    entries = [json.loads(line) for line in SEEDS_GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
+    by_id = {e["id"]: e for e in entries}
+    ids = {name: article.id for article in seeds_bot.articles for name in (article.id, article.source)}
+    for e in entries:
+        if seeds_half(e, by_id) == "fit":
+            history = ((by_id[e["follows"]]["question"], ""),) if e.get("follows") else ()
+            asked.append(Asked("seeds", e["lang"], e["question"], e["answerable"], tuple(e["answers"]), "seeds",
+                               history=history, tags=tuple(e.get("tags", ())),
+                               articles=frozenset(ids.get(a, a) for a in e["articles"])))
+    return asked
+
+
+def aaqad_dev_corpus(folder: Path) -> Path:
+    """AAQAD's dev paragraphs as one JSONL corpus."""
+    folder.mkdir(parents=True, exist_ok=True)
+    seen, lines = set(), []
+    for e in read_squad(QA_TRAIN / "aaqad.ar.json", "aaqad", "ar"):
+        if split_of(e.title, "aaqad", DEV_SHARE) == "dev" and e.context not in seen:
+            seen.add(e.context)
+            lines.append(json.dumps({"title": e.title, "text": e.context}, ensure_ascii=False))
+    path = folder / "aaqad-dev.jsonl"
+    content = "\n".join(lines) + "\n"
+    if not path.exists() or path.read_text(encoding="utf-8") != content:
+        path.write_text(content, encoding="utf-8")
+    return folder
+
+
+def hits_for(bot, asked: Asked) -> list[Hit]:
+    """The chunks the ChatBot would read, less the excluded article's."""
+    query = bot.answerer.retrieval_query(asked.question, list(asked.history) or None)
+    top_k = bot.config.retrieve.top_k
+    hits = bot.retrieve(query, top_k=top_k * 4 if asked.exclude else top_k)
+    kept = [h for h in hits if h.chunk.article_id != asked.exclude][:top_k]
+    return [Hit(h.chunk, h.score, rank, h.retriever) for rank, h in enumerate(kept)]
+
+
+def platt(logits: np.ndarray, labels: np.ndarray, steps: int = 4000, rate: float = 0.1) -> tuple[float, float]:
+    """(scale, bias) of sigmoid(scale * logit + bias) fitted by logistic regression (gradient descent)."""
+    scale, bias = 1.0, 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(scale * logits + bias)))
+        scale -= rate * float(np.mean((p - labels) * logits))
+        bias -= rate * float(np.mean(p - labels))
+    return scale, bias
+
+
+def balanced(rows, threshold: float) -> float:
+    """Mean over sources of (answered share of answerable + abstained share of unanswerable) / 2."""
+    scores = []
+    for source in sorted({r["source"] for r in rows}):
+        part = [r for r in rows if r["source"] == source]
+        pos = [r["probability"] >= threshold for r in part if r["answerable"]]
+        neg = [r["probability"] < threshold for r in part if not r["answerable"]]
+        if pos and neg:
+            scores.append((np.mean(pos) + np.mean(neg)) / 2)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m eval.calibrate_reader", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--reader", type=Path, default=READER_DIR, help="folder whose reader.json is rewritten")
+    parser.add_argument("--limit", type=int, default=None, help="questions per source (a smoke run)")
+    args = parser.parse_args(argv)
+    from eval import xquad
+    from eval.run import _index_progress
+    from rag.chatbot import ChatBot
+    from rag.config import load_config
+
+    started = time.time()
+    config = load_config().replace(answer={"abstain": False})
+    args.out.mkdir(parents=True, exist_ok=True)
+    bots = {"seeds": ChatBot(config=config, index_dir=args.out / "index-seeds", progress=_index_progress())}
+    bots["xquad"] = ChatBot(corpus=xquad.write_corpus(xquad.load()[0], args.out / "xquad_corpus"), config=config,
+                            index_dir=args.out / "index-xquad", progress=_index_progress())
+    bots["aaqad"] = ChatBot(corpus=aaqad_dev_corpus(args.out / "aaqad_corpus"), config=config,
+                            index_dir=args.out / "index-aaqad", progress=_index_progress())
+    memo = MemoReader(bots["seeds"].answerer.reader)
+    for bot in bots.values():
+        bot.answerer.reader = memo
+    asked = dev_questions(bots["seeds"])
+    if args.limit:
+        asked = [a for s in ("xquad", "aaqad", "seeds") for a in [x for x in asked if x.source == s][:args.limit]]
+    print(f"{len(asked)} dev questions", file=sys.stderr)
+
+    from tqdm import tqdm
+
+    rows = []
+    for a in tqdm(asked, desc="reading", unit="q", file=sys.stderr):
+        bot = bots[a.bot]
+        hits = hits_for(bot, a)
+        readings = memo.read(bot.answerer.retrieval_query(a.question, list(a.history) or None), hits)
+        logit = max((r.answer_logit for r in readings), default=-30.0)
+        rows.append({"asked": a, "hits": hits, "logit": logit, "source": a.source, "answerable": a.answerable})
+
+    settings = dict(memo.settings)
+    report = {"questions": len(rows), "gate": {}}
+    gates = {}
+    for language in ("ar", "en"):
+        part = [r for r in rows if r["asked"].language == language]
+        logits = np.array([r["logit"] for r in part])
+        labels = np.array([float(r["answerable"]) for r in part])
+        scale, bias = platt(logits, labels)
+        for r in part:
+            r["probability"] = float(1.0 / (1.0 + np.exp(-(scale * r["logit"] + bias))))
+        grid = sorted({round(p, 4) for p in (r["probability"] for r in part)})
+        threshold = max(grid, key=lambda t: (balanced(part, t), -abs(t - 0.5))) if grid else 0.5
+        gates[language] = {"scale": round(scale, 5), "bias": round(bias, 5), "threshold": round(threshold, 4)}
+        report["gate"][language] = {**gates[language], "balanced_accuracy": round(balanced(part, threshold), 4),
+                                    "by_source": _by_source(part, threshold)}
+    settings["gate"] = gates
+    memo.gates = {language: Gate(**gate) for language, gate in gates.items()}
+
+    def answers(setting: dict, selected) -> list:
+        memo.settings = {**settings, **setting}
+        result = []
+        for r in selected:
+            a = r["asked"]
+            answer = bots[a.bot].answerer.extract(a.question, r["hits"], bots[a.bot].index, list(a.history) or None)
+            result.append((r, answer))
+        return result
+
+    answerable = [r for r in rows if r["answerable"]]
+    weight_trials = {}
+    for weight in SPAN_WEIGHTS:
+        got = answers({"span_weight": weight}, answerable)
+        weight_trials[weight] = m.mean([m.token_f1(ans.short_answer or "", r["asked"].keys) for r, ans in got])
+    settings["span_weight"] = max(SPAN_WEIGHTS, key=lambda w: (weight_trials[w] or 0, -w))
+    report["span_weight"] = {"chosen": settings["span_weight"], "short_answer_f1": weight_trials}
+
+    answerable = [r for r in answerable if r["asked"].source in ("xquad", "seeds")]
+    trials = {}
+    for margin in SECOND_MARGINS:
+        got = answers({"span_weight": settings["span_weight"], "second_quote_margin": margin}, answerable)
+        trials[margin] = {"contains": m.mean([m.any_key_matches(r["asked"].keys, ans.text) for r, ans in got]),
+                          "words_p50": m.percentile([len(ans.text.split()) for _, ans in got], 50)}
+    fitting = [k for k, v in trials.items() if v["words_p50"] is not None and v["words_p50"] <= MAX_WORDS] or [0.0]
+    settings["second_quote_margin"] = max(fitting, key=lambda k: (trials[k]["contains"] or 0, -k))
+    report["second_quote_margin"] = {"chosen": settings["second_quote_margin"], "trials": trials}
+
+    figures = [r for r in rows if r["asked"].source == "seeds" and r["answerable"] and "number" in r["asked"].tags]
+    rival_trials = {}
+    for margin in RIVAL_MARGINS:
+        got = answers({"span_weight": settings["span_weight"], "second_quote_margin": settings["second_quote_margin"],
+                       "rival_margin": margin}, figures)
+        conflict = [ans.conflict and {c.article_id for c in ans.citations} >= r["asked"].articles
+                    for r, ans in got if "conflict" in r["asked"].tags]
+        single = [not ans.conflict for r, ans in got if "conflict" not in r["asked"].tags]
+        rival_trials[margin] = {"conflicts_shown": m.mean(conflict), "single_kept": m.mean(single)}
+    settings["rival_margin"] = max(RIVAL_MARGINS, key=lambda k: ((rival_trials[k]["conflicts_shown"] or 0)
+                                                                  + (rival_trials[k]["single_kept"] or 0), -k))
+    report["rival_margin"] = {"chosen": settings["rival_margin"], "trials": rival_trials}
+    settings["calibration"] = {"command": "python -m eval.calibrate_reader", "questions": len(rows),
+                               "minutes": round((time.time() - started) / 60, 1)}
+    path = args.reader / CONFIG_FILE
+    path.write_text(json.dumps(settings, ensure_ascii=False, indent=1), encoding="utf-8")
+    (args.out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    print(json.dumps(report, ensure_ascii=False, indent=1, default=str))
+    print(f"wrote {path} and {args.out / 'report.json'} in {(time.time() - started) / 60:.1f} min")
+
+
+def _by_source(rows, threshold: float) -> dict:
+    result = {}
+    for source in sorted({r["source"] for r in rows}):
+        part = [r for r in rows if r["source"] == source]
+        pos = [r["probability"] >= threshold for r in part if r["answerable"]]
+        neg = [r["probability"] < threshold for r in part if not r["answerable"]]
+        result[source] = {"answered_answerable": m.mean(pos), "abstained_unanswerable": m.mean(neg),
+                          "answerable": len(pos), "unanswerable": len(neg)}
+    return result
+
+
+if __name__ == "__main__":
+    main()

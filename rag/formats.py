@@ -107,7 +107,7 @@ def visual_to_logical(line: str) -> str:
     return "".join(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _joining(char: str) -> str | None:
     """How an Arabic presentation form joins: I(nitial), M(edial), F(inal), S (isolated); None if not one."""
     if not ("\ufb50" <= char <= "\ufdff" or "\ufe70" <= char <= "\ufefc"):

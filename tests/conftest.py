@@ -87,7 +87,7 @@ def chromium() -> Path:
                                  (["apt-get", "install", "-y", "--no-install-recommends", "chromium",
                                    "fonts-noto-core"], 1200)):
             try:
-                subprocess.run(env_prefix + command, timeout=timeout, capture_output=True)
+                subprocess.run(env_prefix + command, check=False, timeout=timeout, capture_output=True)
             except (OSError, subprocess.TimeoutExpired):
                 break
     if not CHROMIUM.exists():

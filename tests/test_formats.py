@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import random
+import re
 import subprocess
 import tempfile
 import unicodedata
@@ -45,8 +46,8 @@ CASES = [
 ]
 ENGLISH_CASE = "The ministry said أكثر من 11 ألف جندي were in Kursk."
 LIBRARY = ["مكتبة الزيتون في طرابلس",
-           "افتتحت بلدية طرابلس مكتبة الزيتون العامة التي تضم 4321 مخطوطة نادرة. "
-           "وقال رئيس البلدية إن المكتبة ستفتح أبوابها يوميا للباحثين."]
+           ("افتتحت بلدية طرابلس مكتبة الزيتون العامة التي تضم 4321 مخطوطة نادرة. "
+            "وقال رئيس البلدية إن المكتبة ستفتح أبوابها يوميا للباحثين.")]
 LIBRARY_QUESTION = "كم مخطوطة تضم مكتبة الزيتون في طرابلس؟"
 PRESENTATION_FORMS = ("\ufb50", "\ufeff")
 
@@ -268,3 +269,14 @@ def test_adding_a_scanned_pdf_changes_nothing(pdfs, seeds_bot, seeds_index_copy,
     with pytest.raises(CorpusError, match=r"scan\.pdf: the PDF has no text layer"):
         bot.add_files([pdfs["scan"]])
     assert sorted(a.id for a in bot.articles) == before
+
+
+def test_simple_directory_reader_with_sanad_reader_skips_an_unreadable_pdf_saying_why(pdfs, tmp_path, capsys):
+    from llama_index.core import SimpleDirectoryReader
+
+    from rag.llama_index import SanadReader
+
+    corpus = one_file(pdfs["scan"], one_file(pdfs["library"], tmp_path / "corpus"))
+    documents = SimpleDirectoryReader(str(corpus), file_extractor=SanadReader.file_extractor()).load_data()
+    assert [d.text for d in documents] == ["\n".join(LIBRARY)]
+    assert re.search(r"scan\.pdf.*the PDF has no text layer", capsys.readouterr().out)

@@ -19,7 +19,6 @@ import functools
 import logging
 import re
 import unicodedata
-import zipfile
 from pathlib import Path
 
 from rag.errors import CorpusError
@@ -85,7 +84,7 @@ def visual_to_logical(line: str) -> str:
         if j - i == 1 and kinds[i] == "C" and left == right == "n":
             side = "n"  # 2.5, 10:30, 2024/11/22 read as one number
         else:  # a right-to-left context's number counts as a right-to-left letter here (bidi rule N1)
-            left, right = ("R" if side == "n" else side for side in (left, right))
+            left, right = ("R" if d == "n" else d for d in (left, right))
             side = left if left == right else base
         directions[i:j] = [side] * (j - i)
         i = j
@@ -100,7 +99,7 @@ def visual_to_logical(line: str) -> str:
     out, stretch = [], []  # left-to-right base: reverse each stretch of right-to-left units in place
     for direction, text in units + [("L", "")]:
         if direction == "L":
-            out += [t for t in reversed(stretch)] + [text]
+            out += [*reversed(stretch), text]
             stretch = []
         else:
             stretch.append(text)
@@ -252,23 +251,15 @@ def docx_text(path: Path) -> str:
 
     try:
         document = docx.Document(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise CorpusError(f"{path.name}: not a readable Word (.docx) file ({exc})") from exc
-    except Exception as exc:  # python-docx lets lxml's and the package reader's errors through
+    except Exception as exc:  # python-docx lets zipfile's, lxml's and its package reader's errors through
         raise CorpusError(f"{path.name}: not a readable Word (.docx) file ({type(exc).__name__}: {exc})") from exc
     lines = []
     for block in document.iter_inner_content():
         if isinstance(block, Table):
             for row in block.rows:
-                cells = list(dict.fromkeys(cell._tc for cell in row.cells))  # a merged cell repeats in row.cells
-                texts = [" ".join(_cell_text(row, tc).split()) for tc in cells]
-                lines.append("\t".join(texts))
+                cells = {cell._tc: cell for cell in row.cells}.values()  # a merged cell repeats in row.cells
+                lines.append("\t".join(" ".join(cell.text.split()) for cell in cells))
         else:
             lines.append(block.text)
     return "\n".join(line.rstrip() for line in lines if line.strip())
 
-
-def _cell_text(row, tc) -> str:
-    from docx.table import _Cell
-
-    return _Cell(tc, row).text

@@ -241,7 +241,8 @@ def test_sanad_reader_in_simple_directory_reader_reads_as_sanad_does(tmp_path, s
     documents = SimpleDirectoryReader(str(corpus), file_extractor=SanadReader.file_extractor()).load_data()
     assert sorted(d.text for d in documents) == sorted(a.text for a in read_corpus(corpus))
     ids = sorted(article_from_document(d).id for d in documents)
-    assert ids == sorted([str(corpus / "news.jsonl") + "#1", str(corpus / "news.jsonl") + "#2", str(corpus / "page.html")])
+    records = str(corpus / "news.jsonl")
+    assert ids == sorted([records + "#1", records + "#2", str(corpus / "page.html")])
     dated = next(d for d in documents if d.text == "خبر أول")
     assert article_from_document(dated).date == "2026-01-02"
     assert article_from_document(dated).source == "news.jsonl#1"

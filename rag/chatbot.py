@@ -27,15 +27,15 @@ class ChatBot:
 
     def __init__(self, corpus: str | Path | None = None, config: SanadConfig | None = None,
                  llm=None, index_dir: str | Path | None = None, progress: Progress | None = None,
-                 documents: Sequence[Article] = ()):
+                 articles: Sequence[Article] = ()):
         from rag.answer import Answerer
         from rag.embeddings import Embedder
 
         self.config = config or load_config()
-        self._documents = {article.id: article for article in documents}  # articles given in memory
-        self.corpus = Path(corpus) if corpus else (None if documents else DEFAULT_CORPUS)
+        self._documents = {article.id: article for article in articles}  # given in memory, not read from disk
+        self.corpus = Path(corpus) if corpus else (None if articles else DEFAULT_CORPUS)
         self.index_dir = Path(index_dir) if index_dir else (
-            default_index_dir(self.config, self.corpus) if self.corpus else documents_index_dir(self.config, documents))
+            default_index_dir(self.config, self.corpus) if self.corpus else documents_index_dir(self.config, articles))
         articles = self._articles()  # a bad corpus fails here, before the model is loaded
         self.embedder = Embedder(self.config.embed, self.config.cache_dir)
         self._lock = threading.Lock()  # one index update at a time; readers use the current snapshot
@@ -63,7 +63,7 @@ class ChatBot:
         from rag.llama_index import articles_from_documents
 
         articles = articles_from_documents(documents)
-        return cls(documents=articles, **kwargs)
+        return cls(articles=articles, **kwargs)
 
     # --- questions ----------------------------------------------------------------
 

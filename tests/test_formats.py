@@ -59,17 +59,25 @@ def page(paragraphs: list[str], title: str = "مقال", english: tuple[str, ...
             f"</title></head><body>{body}</body></html>")
 
 
-def chromium_run(chromium: Path, html_text: str, workdir: Path, name: str, *args: str) -> None:
-    source = workdir / f"{name}.html"
+def print_pdf(chromium: Path, html_text: str, workdir: Path, out: Path) -> Path:
+    source = workdir / f"{out.stem}.html"
     source.write_text(html_text, encoding="utf-8")
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([str(chromium), *PRINT_ARGS, f"--user-data-dir={profile}", *args, source.as_uri()],
-                       check=True, capture_output=True, timeout=120)
-
-
-def print_pdf(chromium: Path, html_text: str, workdir: Path, out: Path) -> Path:
-    chromium_run(chromium, html_text, workdir, out.stem, f"--print-to-pdf={out}")
+        subprocess.run([str(chromium), *PRINT_ARGS, f"--user-data-dir={profile}", f"--print-to-pdf={out}",
+                        source.as_uri()], check=True, capture_output=True, timeout=120)
     assert out.stat().st_size > 0
+    return out
+
+
+def scanned_pdf(out: Path) -> Path:
+    """What a scanner makes: a page that is one raster image (dark bars for lines of print), no text."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (1240, 1754), 255)
+    draw = ImageDraw.Draw(image)
+    for row in range(12):
+        draw.rectangle((120 + 40 * (row % 3), 150 + 60 * row, 1120, 180 + 60 * row), fill=30)
+    image.save(out, "PDF", resolution=150)
     return out
 
 
@@ -103,11 +111,7 @@ def pdfs(chromium, seeds_articles, tmp_path_factory) -> dict[str, Path]:
         "library": print_pdf(chromium, page(LIBRARY, title=LIBRARY[0]), work, out / "library.pdf"),
         "scrambled": print_pdf(chromium, scrambled_page(LIBRARY[1].split()[:12]), work, out / "scrambled.pdf"),
     }
-    # a scan: a screenshot of the article page, printed as an image
-    chromium_run(chromium, page(LIBRARY), work, "shot", "--hide-scrollbars", "--window-size=800,400",
-                 f"--screenshot={work / 'shot.png'}")
-    made["scan"] = print_pdf(chromium, f'<!doctype html><img src="{(work / "shot.png").as_uri()}" style="width:100%">',
-                             work, out / "scan.pdf")
+    made["scan"] = scanned_pdf(out / "scan.pdf")
     # fonts with neither a ToUnicode map nor an embedded font program (whose own cmap pdfminer would
     # fall back on): glyph ids with no characters. Same length, so the xref offsets stay valid.
     garbled = out / "garbled.pdf"

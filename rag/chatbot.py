@@ -26,14 +26,17 @@ class ChatBot:
     """
 
     def __init__(self, corpus: str | Path | None = None, config: SanadConfig | None = None,
-                 llm=None, index_dir: str | Path | None = None, progress: Progress | None = None):
+                 llm=None, index_dir: str | Path | None = None, progress: Progress | None = None,
+                 articles: Sequence[Article] = ()):
         from rag.answer import Answerer
         from rag.embeddings import Embedder
         from rag.reader import Reader
 
         self.config = config or load_config()
-        self.corpus = Path(corpus) if corpus else DEFAULT_CORPUS
-        self.index_dir = Path(index_dir) if index_dir else default_index_dir(self.config, self.corpus)
+        self._documents = {article.id: article for article in articles}  # given in memory, not read from disk
+        self.corpus = Path(corpus) if corpus else (None if articles else DEFAULT_CORPUS)
+        self.index_dir = Path(index_dir) if index_dir else (
+            default_index_dir(self.config, self.corpus) if self.corpus else documents_index_dir(self.config, articles))
         articles = self._articles()  # a bad corpus fails here, before the model is loaded
         self.embedder = Embedder(self.config.embed, self.config.cache_dir)
         self._lock = threading.Lock()  # one index update at a time; readers use the current snapshot
@@ -48,8 +51,20 @@ class ChatBot:
 
     @classmethod
     def from_dir(cls, path: str | Path, **kwargs) -> "ChatBot":
-        """A chatbot over any folder of .txt/.md/.html/.jsonl/.json articles."""
+        """A chatbot over any folder of .txt/.md/.html/.jsonl/.json/.pdf/.docx articles."""
         return cls(corpus=path, **kwargs)
+
+    @classmethod
+    def from_documents(cls, documents, **kwargs) -> "ChatBot":
+        """A chatbot over llama-index `Document`s (any reader's output); see `rag.llama_index`.
+
+        Their metadata fills the `Article` fields and their ids are stable across runs, so running
+        this again with the same documents reuses the index on disk instead of embedding anew.
+        """
+        from rag.llama_index import articles_from_documents
+
+        articles = articles_from_documents(documents)
+        return cls(articles=articles, **kwargs)
 
     # --- questions ----------------------------------------------------------------
 
@@ -117,12 +132,37 @@ class ChatBot:
         self.last_update = report
         return report
 
+    def add_documents(self, documents, progress: Progress | None = None) -> UpdateReport:
+        """Add or replace llama-index `Document`s (by id) and index them incrementally.
+
+        They are held by this chatbot, not copied to disk: a new chatbot is given them again
+        (and finds their vectors in the index).
+        """
+        from rag.llama_index import articles_from_documents
+
+        articles = articles_from_documents(documents)
+        with self._lock:
+            before = dict(self._documents)
+            taken = {article.id for article in self.index.articles} - set(before)
+            for article in articles:
+                if article.id in taken:
+                    raise CorpusError(f"document id {article.id!r} is already the id of an article file")
+            self._documents.update({article.id: article for article in articles})
+            try:
+                self.index, report = update_index(self.index_dir, self._articles(), self.embedder, self.config,
+                                                  progress)
+            except BaseException:
+                self._documents = before
+                raise
+        self.last_update = report
+        return report
+
     @property
     def articles(self) -> list[Article]:
         return self.index.articles
 
     def _articles(self) -> list[Article]:
-        articles = read_corpus(self.corpus)
+        articles = (read_corpus(self.corpus) if self.corpus else []) + list(self._documents.values())
         uploads = self.index_dir / UPLOADS
         if uploads.is_dir() and any(uploads.iterdir()):
             articles += [a.__class__(**{**a.__dict__, "id": f"{UPLOADS}/{a.id}"}) for a in read_corpus(uploads)]
@@ -148,6 +188,12 @@ def default_index_dir(config: SanadConfig, corpus: Path) -> Path:
     resolved = Path(corpus).resolve()
     digest = hashlib.sha1(str(resolved).encode("utf-8")).hexdigest()[:10]
     return Path(config.cache_dir) / "indexes" / f"{resolved.name}-{digest}"
+
+
+def documents_index_dir(config: SanadConfig, articles: Sequence[Article]) -> Path:
+    """One index folder per set of document ids, under the cache directory."""
+    digest = hashlib.sha1("\n".join(sorted(a.id for a in articles)).encode("utf-8")).hexdigest()[:10]
+    return Path(config.cache_dir) / "indexes" / f"documents-{digest}"
 
 
 def ask(question: str, history: History | None = None) -> Answer:

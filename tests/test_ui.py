@@ -285,7 +285,7 @@ def test_bad_files_get_a_clear_message_and_change_nothing(upload_bot, tmp_path):
     latin1.write_bytes("café ".encode("latin-1"))
     pdf = tmp_path / "report.pdf"
     pdf.write_bytes(b"%PDF-1.4")
-    for bad, words in ((binary, "binary"), (latin1, "UTF-8"), (pdf, "unsupported")):
+    for bad, words in ((binary, "binary"), (latin1, "UTF-8"), (pdf, "not a readable PDF")):
         good = tmp_path / "good.txt"
         good.write_text("خبر جيد\nنص صالح.", encoding="utf-8")
         with pytest.warns(UserWarning, match=words):

@@ -5,15 +5,13 @@ checks that the side panel shows the quote highlighted in its article; then an E
 an abstention and an HTML-injection attempt. Screenshots go to tests/artifacts/ (ui.png,
 ui_en.png, ui_abstain.png) for a person to look at. Every wait has a timeout.
 
-Set-up: installs Debian's ``chromium`` (apt-get) when /usr/bin/chromium is missing and the
-``playwright`` package (pip) when it cannot be imported; ``playwright install`` is not used
-(it downloads a browser). The test is skipped when neither can be had (no root, no network).
+Set-up: the ``chromium`` fixture (conftest.py) installs Debian's chromium when it is missing; the
+``playwright`` package is installed (pip) when it cannot be imported; ``playwright install`` is not
+used (it downloads a browser). The test is skipped when neither can be had (no root, no network).
 """
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +21,6 @@ import pytest
 
 from ui.app import build_app
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -40,22 +37,6 @@ def _run(command: list[str], timeout: int) -> bool:
         return subprocess.run(command, timeout=timeout, capture_output=True).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's Chromium, installed with apt-get when missing."""
-    if not CHROMIUM.exists():
-        sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
-        if sudo is None or not shutil.which("apt-get"):
-            pytest.skip("/usr/bin/chromium is missing and apt-get cannot be run here")
-        env_prefix = sudo + ["env", "DEBIAN_FRONTEND=noninteractive"]
-        _run(env_prefix + ["apt-get", "update"], timeout=600)
-        _run(env_prefix + ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "fonts-noto-core"],
-             timeout=1200)
-    if not CHROMIUM.exists():
-        pytest.skip("could not install Debian's chromium (apt-get install -y chromium)")
-    return CHROMIUM
 
 
 @pytest.fixture(scope="session")

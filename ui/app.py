@@ -59,7 +59,7 @@ EXAMPLES = [
 GENERIC_ERROR = "حدث خطأ غير متوقع؛ سُجّلت تفاصيله في سجل الخادم. حاول مرة أخرى."
 ANSWER_CONCURRENCY = 2  # answers run on the CPU: more at once only slows each one down
 MAX_PASSAGES = 20
-UPLOAD_HINT = f"الأنواع المقبولة: {'، '.join(suffix.lstrip('.') for suffix in SUFFIXES)}، بترميز UTF-8."
+UPLOAD_HINT = f"الأنواع المقبولة: {'، '.join(suffix.lstrip('.') for suffix in SUFFIXES)}؛ الملفات النصية بترميز UTF-8."
 
 
 def theme() -> gr.themes.Base:

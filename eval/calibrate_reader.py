@@ -19,8 +19,9 @@ unanswerable abstained). Then, on the same dev data: ``span_weight`` (which chun
 answer: the most answerable chunk's, or the best span score's, or between) maximizes short-answer F1 on
 the answerable questions; ``second_quote_margin`` (a second quote when
 another sentence's span scores within this many logits of the best) is the largest that keeps the
-median answer at most `MAX_WORDS` words, and ``rival_margin`` (figures of other articles shown side
-by side) the one that best separates the seed fit half's conflict questions from its other figure
+median answer at most `MAX_WORDS` words, and ``rival_margin`` / ``rival_logit_margin`` (how far below the
+best span's score and the best chunk's answerability another article's figure may be and still be shown
+beside it) the pair that best separates the seed fit half's conflict questions from its other figure
 questions.
 """
 from __future__ import annotations
@@ -42,7 +43,8 @@ from rag.types import Hit
 OUT = Path("eval/out/calibration")
 MAX_WORDS = 40  # median answer length the second quote may grow answers to
 SECOND_MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)  # 0.0: a second quote only on a tie
-RIVAL_MARGINS = (1.0, 2.0, 3.0, 4.0, 6.0, 10.0)
+RIVAL_MARGINS = (1.0, 2.0, 3.0, 4.0, 6.0, 10.0)  # span score below the best's
+RIVAL_LOGIT_MARGINS = (0.5, 1.0, 2.0, 4.0, 8.0)  # answerability logit below the best's
 SPAN_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # best claim: answerability logit + weight * span score
 
 
@@ -237,15 +239,18 @@ def main(argv=None) -> None:
     figures = [r for r in rows if r["asked"].source == "seeds" and r["answerable"] and "number" in r["asked"].tags]
     rival_trials = {}
     for margin in RIVAL_MARGINS:
-        got = answers({"span_weight": settings["span_weight"], "second_quote_margin": settings["second_quote_margin"],
-                       "rival_margin": margin}, figures)
-        conflict = [ans.conflict and {c.article_id for c in ans.citations} >= r["asked"].articles
-                    for r, ans in got if "conflict" in r["asked"].tags]
-        single = [not ans.conflict for r, ans in got if "conflict" not in r["asked"].tags]
-        rival_trials[margin] = {"conflicts_shown": m.mean(conflict), "single_kept": m.mean(single)}
-    settings["rival_margin"] = max(RIVAL_MARGINS, key=lambda k: ((rival_trials[k]["conflicts_shown"] or 0)
-                                                                  + (rival_trials[k]["single_kept"] or 0), -k))
-    report["rival_margin"] = {"chosen": settings["rival_margin"], "trials": rival_trials}
+        for logit_margin in RIVAL_LOGIT_MARGINS:
+            got = answers({"span_weight": settings["span_weight"], "second_quote_margin": settings["second_quote_margin"],
+                           "rival_margin": margin, "rival_logit_margin": logit_margin}, figures)
+            conflict = [ans.conflict and {c.article_id for c in ans.citations} >= r["asked"].articles
+                        for r, ans in got if "conflict" in r["asked"].tags]
+            single = [not ans.conflict for r, ans in got if "conflict" not in r["asked"].tags]
+            rival_trials[f"{margin}/{logit_margin}"] = {"conflicts_shown": m.mean(conflict), "single_kept": m.mean(single),
+                                                        "margins": (margin, logit_margin)}
+    chosen = max(rival_trials.values(), key=lambda t: ((t["conflicts_shown"] or 0) + (t["single_kept"] or 0),
+                                                       -t["margins"][0] - t["margins"][1]))
+    settings["rival_margin"], settings["rival_logit_margin"] = chosen["margins"]
+    report["rival_margin"] = {"chosen": chosen["margins"], "trials": rival_trials}
     settings["calibration"] = {"command": "python -m eval.calibrate_reader", "questions": len(rows),
                                "minutes": round((time.time() - started) / 60, 1)}
     path = args.reader / CONFIG_FILE

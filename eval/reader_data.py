@@ -241,17 +241,33 @@ def _key_words(question: str) -> list[re.Match]:
 RARE = 10  # a key word occurs in at most this many questions: mostly names, places, nisbas and figures
 
 
-def swap_negatives(examples: list[QAExample], share: float, rng: random.Random) -> list[QAExample]:
+def _names_actor(word: str) -> bool:
+    """A nationality or affiliation ("الكوريين", "الروسي", "Iranian"), or a capitalized name: a swap of one
+    makes the question about another actor, however common the word."""
+    if word.isascii():
+        return word[:1].isupper() and not word.isdigit()
+    return _shape(word)[2] in ("ي", "يين", "يون") and len(_core(word)) >= 4  # feminine "-ية" is mostly abstract nouns
+
+
+def swap_negatives(examples: list[QAExample], share: float, rng: random.Random,
+                   actors: bool = False) -> list[QAExample]:
     """For ``share`` of the answerable examples: the question with its key word or figure replaced by one
     the passage does not contain (taken from another article's questions), so the passage no longer answers.
-    Only rare words are swapped, for rare words: they are mostly names and figures, and a swap of a
-    common word would often leave the question answerable or make it nonsense."""
+
+    Rare words are swapped for rare words: they are mostly names and figures, and a swap of a common
+    word would often leave the question answerable or make it nonsense. With ``actors``, a question naming
+    a nationality or a name swaps that one, whatever its frequency, for another from the same kind:
+    "وزير الدفاع الكوري" becomes "وزير الدفاع الروسي", a question the passage about the first does not answer."""
     frequency = Counter(_core(m.group()) for e in examples for m in _key_words(e.question))
-    pool: dict[tuple, list[tuple[str, str]]] = {}
+    rare: dict[tuple, list[tuple[str, str]]] = {}
+    named: dict[tuple, list[tuple[str, str]]] = {}
     for e in examples:
         for match in _key_words(e.question):
-            if frequency[_core(match.group())] <= RARE:
-                pool.setdefault(_shape(match.group()), []).append((match.group(), e.title))
+            word = match.group()
+            if frequency[_core(word)] <= RARE:
+                rare.setdefault(_shape(word), []).append((word, e.title))
+            if actors and _names_actor(word):
+                named.setdefault(_shape(word), []).append((word, e.title))
     made = []
     for example in examples:
         if not example.answerable or rng.random() >= share:
@@ -260,10 +276,15 @@ def swap_negatives(examples: list[QAExample], share: float, rng: random.Random) 
         answers = " ".join(normalize(example.context[s:e]) for s, e in example.answers)
         keys = [m for m in _key_words(example.question)
                 if (_core(m.group()) in context or (example.language == "en" and not example.context.isascii()))
-                and _core(m.group()) not in answers and frequency[_core(m.group())] <= RARE]
-        if not keys:
-            continue
-        key = min(keys, key=lambda m: (frequency[_core(m.group())], rng.random()))
+                and _core(m.group()) not in answers]
+        actor_keys = [m for m in keys if _names_actor(m.group())] if actors else []
+        if actor_keys:
+            key, pool = rng.choice(actor_keys), named
+        else:
+            keys = [m for m in keys if frequency[_core(m.group())] <= RARE]
+            if not keys:
+                continue
+            key, pool = min(keys, key=lambda m: (frequency[_core(m.group())], rng.random())), rare
         choices = pool.get(_shape(key.group()), [])
         for _ in range(20):
             if not choices:
@@ -297,6 +318,8 @@ class DataSettings:
     swap_share: float = 0.25  # ... and a swapped-question negative
     offtopic_share: float = 0.15  # English questions also asked of an unrelated Arabic passage
     in_domain_repeat: int = 2  # XQuAD-fit and seed examples are seen this many times per epoch
+    swap_actors: bool = False  # also swap nationalities and names (the second training phase)
+    sample: float = 1.0  # share of the examples of each training file taken (the second phase takes half)
     seed: int = 13
 
 
@@ -309,7 +332,9 @@ def build(settings: DataSettings = DataSettings(), limit: int | None = None) -> 
     paragraphs: dict[str, list[str]] = {}
     for name, source, language in files:
         for example in read_squad(QA_TRAIN / name, source, language)[:limit]:
-            split[split_of(example.title, source, DEV_SHARE)].append(example)
+            part = split_of(example.title, source, DEV_SHARE)
+            if part == "dev" or settings.sample >= 1.0 or rng.random() < settings.sample:
+                split[part].append(example)
             title_paragraphs = paragraphs.setdefault(example.title, [])
             if example.context not in title_paragraphs:
                 title_paragraphs.append(example.context)
@@ -321,7 +346,7 @@ def build(settings: DataSettings = DataSettings(), limit: int | None = None) -> 
     result = {}
     for part, examples in split.items():
         made = other_passage_negatives(examples, paragraphs, settings.other_share, rng)
-        made += swap_negatives(examples, settings.swap_share, rng)
+        made += swap_negatives(examples, settings.swap_share, rng, actors=settings.swap_actors)
         arabic = [e for e in examples if e.language == "ar"]
         made += cross_language_negatives([e for e in examples if e.language == "en"], arabic, settings.offtopic_share, rng)
         everything = examples + made

@@ -235,7 +235,14 @@ def train(args) -> None:
     for parameter in encoder.embeddings.parameters():
         parameter.requires_grad = False  # shared with the embedder at run time
     module = build_module(encoder)
-    data = build(DataSettings(seed=args.seed), limit=args.limit)
+    if args.init:  # a second phase starts from exported weights, with a fresh optimizer and schedule
+        from safetensors.torch import load_file
+
+        state = {name: tensor.float() for name, tensor in load_file(str(Path(args.init) / "reader.safetensors")).items()}
+        module.load_state_dict(state, strict=False)
+        say(f"initialised from {args.init}")
+    settings = DataSettings(seed=args.seed, swap_actors=args.swap_actors, sample=args.sample)
+    data = build(settings, limit=args.limit)
     say(f"train examples {len(data['train'])}: {describe(data['train'])}")
     say(f"dev examples {len(data['dev'])}: {describe(data['dev'])}")
     train_windows = windows(tokenizer, data["train"])
@@ -256,7 +263,7 @@ def train(args) -> None:
         scheduler.load_state_dict(state["scheduler"])
         step, elapsed_before = state["step"], state["elapsed"]
         say(f"resumed at step {step} of {total_steps} ({elapsed_before / 60:.1f} min trained before)")
-    meta = {"data": describe(data["train"]), "settings": asdict(DataSettings(seed=args.seed)), "epochs": args.epochs,
+    meta = {"data": describe(data["train"]), "settings": asdict(settings), "init": args.init, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "steps": total_steps, "threads": args.threads,
             "windows": len(train_windows)}
     module.train()
@@ -317,6 +324,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--limit", type=int, default=None, help="examples per source file (a smoke run)")
     parser.add_argument("--checkpoint-steps", type=int, default=300)
+    parser.add_argument("--init", metavar="FOLDER", help="start from these exported weights (a second phase)")
+    parser.add_argument("--swap-actors", action="store_true", help="swapped questions also swap nationalities and names")
+    parser.add_argument("--sample", type=float, default=1.0, help="share of each training file's examples to take")
     parser.add_argument("--export", metavar="FOLDER", help="copy the last epoch's weights to FOLDER and stop")
     args = parser.parse_args(argv)
     if args.export:

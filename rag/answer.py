@@ -122,8 +122,9 @@ def _chosen(claims: list[Claim], threshold: float, settings: dict) -> list[Claim
     """The best claim; for a figure, the differing figures of other articles that score about as well;
     otherwise a second quote when another sentence is nearly as likely to hold the answer."""
     best = claims[0]
-    margin = float(settings.get("rival_margin", 3.0))
-    rivals = [c for c in claims[1:] if c.probability >= threshold and c.span.score >= best.span.score - margin]
+    margin, logit_margin = float(settings.get("rival_margin", 3.0)), float(settings.get("rival_logit_margin", 2.0))
+    rivals = [c for c in claims[1:] if c.probability >= threshold and c.span.score >= best.span.score - margin
+              and c.logit >= best.logit - logit_margin]
     if best.probability < threshold:  # the gate is off (benchmarks): nothing else scores well either
         rivals = []
     if best.value is not None:

@@ -29,8 +29,13 @@ def normalize(text: str) -> str:
     Hamza carriers -> bare letters, taa marbuta -> haa, alef maqsura -> yaa,
     diacritics and tatweel removed, Arabic-Indic/Persian digits -> 0-9, lower case.
     """
-    text = _DIACRITICS.sub("", text).replace(_TATWEEL, "")
-    return text.translate(_LETTERS).lower()
+    return strip_diacritics(text).translate(_LETTERS).lower()
+
+
+def strip_diacritics(text: str) -> str:
+    """The text without diacritics and tatweel, letters kept as written (what the reader reads of a question:
+    few training questions carry full diacritics, and a question is never quoted)."""
+    return _DIACRITICS.sub("", text).replace(_TATWEEL, "")
 
 
 def is_arabic(text: str) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.arabic import strip_diacritics
 from rag.errors import ModelError
 from rag.types import Hit, Reading, Span
 
@@ -176,7 +177,7 @@ class Reader:
         """One `Reading` per hit, in the hits' order: its best spans (article offsets) and answerability logit."""
         if not hits:
             return []
-        windows = encode(self._tokenizer, [question] * len(hits), [h.chunk.text for h in hits],
+        windows = encode(self._tokenizer, [strip_diacritics(question)] * len(hits), [h.chunk.text for h in hits],
                          self.max_tokens, self.stride, self.question_tokens)
         outputs = self.forward(windows)
         spans: list[list[Span]] = [[] for _ in hits]

@@ -3,8 +3,9 @@
 A folder of generated articles (built from the seed sentences) is indexed once (the *old*
 version); then some articles are changed, added and deleted, and ``sanad index`` is started
 as a subprocess and killed with SIGKILL at a point chosen per trial: while it starts, while it
-embeds (its progress bar is on stderr), as soon as it writes a temporary version folder, or
-after a random delay. After each kill:
+embeds (its progress bar is on stderr), as soon as it writes a temporary version folder, as
+soon as ``current`` points at the new version (before the old one is pruned), or after a
+random delay. After each kill:
 
 - the index opens, and its manifest is exactly the old version's or the new one's;
 - the next open (an in-process `update_index`) removes every leftover (``.tmp-*``, ``.link-*``,
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from rag.config import REPO_ROOT, load_config
 
-KINDS = ("starting", "embedding", "writing", "random")
+KINDS = ("starting", "embedding", "writing", "switched", "random")
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,16 @@ def kill_during(command: list[str], env: dict, index_dir: Path, kind: str, delay
 
     threading.Thread(target=watch_stderr, daemon=True).start()
     armed_at = started if kind in ("starting", "random") else None
+    before = os.readlink(index_dir / "current")
     while process.poll() is None:
         if armed_at is None and ((kind == "embedding" and embedding.is_set()) or
-                                 (kind == "writing" and any(p.name.startswith(".tmp-") for p in index_dir.iterdir()))):
+                                 (kind == "writing" and any(p.name.startswith(".tmp-") for p in index_dir.iterdir())) or
+                                 (kind == "switched" and os.readlink(index_dir / "current") != before)):
             armed_at = time.monotonic()
         if armed_at is not None and time.monotonic() - armed_at >= delay:
             process.kill()
             break
-        time.sleep(0.0005 if kind == "writing" else 0.01)
+        time.sleep(0.0005 if kind in ("writing", "switched") else 0.01)
     finished = process.wait() == 0
     return time.monotonic() - started, finished
 
@@ -139,7 +142,7 @@ def run_trials(trials: int, articles: int, workdir: Path, embedder, config, seed
         shutil.copytree(pristine, index_dir, symlinks=True)
         kind = KINDS[number % len(KINDS)]
         delay = {"starting": rng.uniform(0.2, 3.0), "embedding": rng.uniform(0.0, 1.5), "writing": 0.0,
-                 "random": rng.uniform(0.5, 20.0)}[kind]
+                 "switched": 0.0, "random": rng.uniform(0.5, 20.0)}[kind]
         seconds, finished = kill_during(command, env, index_dir, kind, delay)
         index = open_index(index_dir, expected)  # raises StoreError if the kill broke it
         state = next((name for name, hashes in versions.items() if index.manifest["articles"] == hashes), None)

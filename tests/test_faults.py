@@ -1,8 +1,8 @@
 """Faults while indexing: `sanad index` killed with SIGKILL, and leftovers of a killed writer.
 
 The kill test is the reduced form of ``python -m eval.faults`` (a trial of each kind: killed
-while starting, while embedding, while writing a version, at a random moment), on a smaller
-folder. Every trial must reopen as the old or the new version, and the next open must remove
+while starting, while embedding, while writing a version, right after the switch to the new
+version, at a random moment), on a smaller folder. Every trial must reopen as the old or the new version, and the next open must remove
 the leftovers and complete the new version.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ def test_sanad_index_killed_at_any_point_leaves_the_old_or_the_new_version(embed
     assert [t.kind for t in trials] == list(KINDS)
     assert all(t.reopened_as in ("old", "new") for t in trials)
     assert any(not t.finished_first for t in trials)  # at least one kill landed mid-run
+    assert {t.reopened_as for t in trials if not t.finished_first} == {"old", "new"}
 
 
 def test_leftovers_of_a_killed_writer_are_removed_on_the_next_open(seeds_index_copy, seeds_articles, embedder, config):

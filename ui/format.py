@@ -163,7 +163,8 @@ def format_sources(answer: Answer, turn: int | None, show_scores: bool = False) 
         if not citations:
             continue
         items = "".join(
-            f'<li class="sanad-source{" is-related" if c.related else ""}" dir="{text_direction(c.title or c.quote)}">'
+            f'<li class="sanad-source{" is-related" if c.related else ""}" dir="{text_direction(c.title or c.quote)}" '
+            f'data-article="{escape(c.article_id, quote=True)}" data-start="{c.start}" data-end="{c.end}">'
             f'{_marker(turn, c, c.n)}'
             f'<div class="sanad-source-body">'
             f'<div class="sanad-source-title" dir="auto" title="{escape(c.title, quote=True)}">{escape(shorten(c.title, TITLE_CHARS))}</div>'

@@ -36,7 +36,8 @@ def cmd_index(args) -> int:
 
     bot = ChatBot(corpus=args.corpus, progress=_progress_bar(), strict=args.strict)
     report = bot.last_update
-    skipped = f", skipped {len(report.skipped)} files" if report.skipped else ""
+    count = len(report.skipped)
+    skipped = f", skipped {count} file{'s' if count != 1 else ''}" if count else ""
     print(f"Index ready at {bot.index_dir}: {len(bot.articles)} articles, {len(bot.index)} chunks "
           f"(added {report.added}, changed {report.changed}, removed {report.removed}, unchanged {report.unchanged}"
           f"{skipped}).")

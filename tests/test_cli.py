@@ -98,7 +98,7 @@ def test_index_of_a_folder_with_a_binary_file_skips_it_with_one_line(cli_env, tm
     (tmp_path / "old.txt").write_bytes("خبر قديم عن كورسك.".encode("cp1256"))
     result = sanad(cli_env, "index", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "2 articles" in result.stdout and "skipped 1 files" in result.stdout
+    assert "2 articles" in result.stdout and "skipped 1 file)" in result.stdout
     assert "skipped scan.txt: looks like a binary file, not text\n" in result.stdout
 
 

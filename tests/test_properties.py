@@ -298,3 +298,21 @@ def test_a_folder_of_mixed_files_indexes_the_readable_and_lists_the_rest(tmp_pat
     if bad - {f"{name}.txt" for kind, name in files if kind == "empty"}:
         with pytest.raises(CorpusError):
             read_corpus(folder)  # strict
+
+
+# --- the user-facing path: any question gives an Answer or a QuestionError ---------------------
+
+@settings(max_examples=25)
+@given(st.lists(st.one_of(pieces, st.sampled_from(["كم", "How many", "متى", "؟", "?", "كورسك", "Kursk"])),
+                min_size=1, max_size=12).map("".join))
+@example("كم بلغ عدد السكان؟ 7.600.000")
+@example("9" * 400)
+def test_any_question_gives_an_answer_with_exact_citations_or_a_question_error(seeds_bot, question):
+    from rag.errors import QuestionError
+
+    try:
+        answer = seeds_bot.ask(question)
+    except QuestionError:
+        return
+    for citation in answer.citations:
+        assert seeds_bot.index.article(citation.article_id).text[citation.start:citation.end] == citation.quote

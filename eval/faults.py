@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                "with_leftovers": sum(bool(t.leftovers) for t in trials), "broken": 0,
                "results": [asdict(t) for t in trials]}
     (args.out / "faults.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"{summary['trials']} kills: reopened as the old version {summary['reopened_old']}, the new "
+    finished = sum(t.finished_first for t in trials)
+    print(f"{summary['trials']} trials ({summary['trials'] - finished} killed mid-run, {finished} finished before the kill): "
+          f"reopened as the old version {summary['reopened_old']}, the new "
           f"{summary['reopened_new']}, broken 0; leftovers removed on the next open in {summary['with_leftovers']}; "
           f"every rerun completed ({summary['seconds']} s). Wrote {args.out / 'faults.json'}")
     return 0

@@ -194,7 +194,7 @@ _DIGITS_ONLY = str.maketrans({**{chr(0x0660 + d): str(d) for d in range(10)},
 
 
 def _digits_value(token: str) -> float:
-    """The value of a digit run with separators (``\\d+(?:[.,]\\d{3})*(?:\\.\\d+)?``) in any digit system.
+    """The value of a digit run with separators (as `read_numbers` matches them) in any digit system.
 
     Commas always group thousands (the pattern allows them only before three digits). A lone
     dot is the decimal point ("1.5", "1,234.5"); dots that repeat group thousands, as many

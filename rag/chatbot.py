@@ -113,19 +113,19 @@ class ChatBot:
         if not paths:
             raise CorpusError("no files given")
         uploads = self.index_dir / UPLOADS
-        accepted, skipped = [], []
-        for path in paths:
-            try:
-                self._check_upload(path, uploads, {p.name for p in accepted})
-            except CorpusError as exc:
-                if strict:
-                    raise
-                skipped.append((path.name, str(exc).removeprefix(f"{path.name}: ")))
-                continue
-            accepted.append(path)
-        if not accepted:
-            raise CorpusError("nothing added: " + "; ".join(f"{name}: {reason}" for name, reason in skipped))
-        with self._lock:
+        with self._lock:  # checked under the lock, so two uploads of one name cannot both pass
+            accepted, skipped = [], []
+            for path in paths:
+                try:
+                    self._check_upload(path, uploads, {p.name for p in accepted})
+                except CorpusError as exc:
+                    if strict:
+                        raise
+                    skipped.append((path.name, str(exc).removeprefix(f"{path.name}: ")))
+                    continue
+                accepted.append(path)
+            if not accepted:
+                raise CorpusError("nothing added: " + "; ".join(f"{name}: {reason}" for name, reason in skipped))
             uploads.mkdir(parents=True, exist_ok=True)
             copied = []
             try:
@@ -145,9 +145,8 @@ class ChatBot:
     def remove(self, article_id: str, progress: Progress | None = None) -> UpdateReport:
         """Remove an uploaded article (for a record of a .jsonl/.json upload, the whole file) and
         update the index. Articles of the corpus folder are removed by deleting their file there."""
-        name = self._upload_name(article_id)
         with self._lock:
-            (self.index_dir / UPLOADS / name).unlink(missing_ok=True)
+            (self.index_dir / UPLOADS / self._upload_name(article_id)).unlink()
             self.index, report = self._update(progress)
         self.last_update = report
         return report

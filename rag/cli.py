@@ -41,14 +41,9 @@ def cmd_index(args) -> int:
     print(f"Index ready at {bot.index_dir}: {len(bot.articles)} articles, {len(bot.index)} chunks "
           f"(added {report.added}, changed {report.changed}, removed {report.removed}, unchanged {report.unchanged}"
           f"{skipped}).")
-    print_skipped(report.skipped, sys.stdout)
+    for file, reason in report.skipped:  # one line per file left out
+        print(f"skipped {file}: {reason}")
     return 0
-
-
-def print_skipped(skipped, stream) -> None:
-    """One line per file left out of the index: ``skipped FILE: REASON``."""
-    for file, reason in skipped:
-        print(f"skipped {file}: {reason}", file=stream)
 
 
 def cmd_remove(args) -> int:

@@ -6,9 +6,9 @@ indexed once), one JSONL record each. Every distinct question of those files is 
 default settings. Two checks, and no score: no question raises (a crash, or a `SanadError` on a
 well-formed question), and every citation is exact (``article.text[start:end] == quote``).
 
-``--limit N`` asks a fixed sample instead: an even share of N from each file, taking whole
-paragraphs' questions in the order of a hash (so the sample never changes), over only the
-paragraphs those questions are about. CI runs ``--limit 300`` (``tests/test_soak.py``); ``make soak`` the full run.
+``--limit N`` asks a fixed sample instead: an even share of N from each file (in the order of
+a hash of the question id, so the sample never changes), over only the paragraphs those
+questions are about. CI runs ``--limit 300`` (``tests/test_soak.py``); ``make soak`` the full run.
 Writes ``soak.json`` (figures and every failure) to ``--out``; exits 1 on any failure.
 """
 from __future__ import annotations
@@ -60,12 +60,11 @@ def load(sources=SOURCES) -> tuple[list[dict], list[SoakQuestion]]:
 
 
 def sample(questions: list[SoakQuestion], limit: int | None) -> list[SoakQuestion]:
-    """An even share of ``limit`` from each file, paragraph by paragraph in a fixed hash order (all when no limit)."""
+    """An even share of ``limit`` from each file, in a fixed hash order (all questions when no limit)."""
     if not limit:
         return questions
     files = sorted({q.file for q in questions})
-    # Whole paragraphs in a hash order, so a sample asks all the questions of fewer paragraphs (less to index).
-    order = sorted(questions, key=lambda q: (hashlib.sha1(f"{q.file}/{q.paragraph}".encode()).hexdigest(), q.id))
+    order = sorted(questions, key=lambda q: hashlib.sha1(f"{q.file}/{q.id}".encode()).hexdigest())
     chosen = []
     for rank, file in enumerate(files):
         share = limit // len(files) + (rank < limit % len(files))

@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: chat test eval bench clean
+.PHONY: chat test eval bench soak clean
 
 $(BIN)/sanad: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ eval: $(BIN)/sanad
 
 bench: $(BIN)/sanad
 	$(BIN)/sanad bench --out bench/out
+
+# About an hour on 2 cores: every QA-train and XQuAD question over all their paragraphs, then 10 kills of `sanad index`.
+soak: $(BIN)/sanad
+	$(BIN)/sanad eval --suite soak --out eval/out/soak
+	$(BIN)/python -m eval.faults --trials 10 --out eval/out/faults
 
 clean:
 	rm -rf $(VENV) eval/out bench/out

@@ -349,6 +349,10 @@ def check_thresholds(metrics: dict, thresholds: dict) -> list[str]:
 
 def main(args) -> int:
     """Run the suite named by ``args.suite``; 0 when every threshold holds, 1 otherwise."""
+    if args.suite == "soak":  # no scores, only checks: eval/soak.py
+        from eval.soak import main as run_soak
+
+        return run_soak(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     thresholds_path = Path(getattr(args, "thresholds", None) or THRESHOLDS)

@@ -7,6 +7,7 @@ functions that split text return offsets into the original string.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 
@@ -161,13 +162,13 @@ def read_numbers(text: str) -> list[Number]:
     """
     flat = text.translate(_DIGITS_ONLY)
     found: list[Number] = []
-    for match in re.finditer(rf"\d+(?:[.,]\d{{3}})*(?:\.\d+)?|{_LETTERS_RUN}", flat):
+    for match in re.finditer(rf"\d+(?:[.,]\d{{3}}(?!\d))*(?:\.\d+)?|{_LETTERS_RUN}", flat):
         token = match.group()
         start, end = match.span()
         if found and start < found[-1].end:  # the scale word of the previous number
             continue
-        if token[0].isdigit():
-            value = float(token.replace(",", "")) if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", token) else _to_float(token)
+        if token[0].isdecimal():  # not isdigit(): "¹" is a digit that float() cannot read
+            value = _digits_value(token)
         else:
             key = normalize(token)
             key = key[1:] if key[:1] in ("و", "ب") and key[1:] in _UNITS else key
@@ -186,6 +187,8 @@ def read_numbers(text: str) -> list[Number]:
             end += scale_match.end()
         if found and found[-1].end == start:  # "ثلاث" right after a digit run: not a second number
             continue
+        if not math.isfinite(value):  # a run of 309+ digits is no quantity (and float() makes it inf)
+            continue
         found.append(Number(value, start, end, *_bound_before(flat, start)))
     return found
 
@@ -195,12 +198,19 @@ _DIGITS_ONLY = str.maketrans({**{chr(0x0660 + d): str(d) for d in range(10)},
                               **{chr(0x06F0 + d): str(d) for d in range(10)}, "٫": ".", "٬": ","})
 
 
-def _to_float(token: str) -> float:
-    token = token.replace(",", ".") if token.count(",") == 1 and len(token.split(",")[1]) != 3 else token.replace(",", "")
-    try:
-        return float(token)
-    except ValueError:
-        return float(re.sub(r"[^\d.]", "", token) or 0)
+def _digits_value(token: str) -> float:
+    """The value of a digit run with separators (as `read_numbers` matches them) in any digit system.
+
+    Commas always group thousands (the pattern allows them only before three digits). A lone
+    dot is the decimal point ("1.5", "1,234.5"); dots that repeat group thousands, as many
+    Arabic texts write them ("7.600.000"), except a last one before other than three digits
+    ("1.234.5"); a dot before a comma groups too ("1.234,567").
+    """
+    head, _, tail = token.rpartition(".")
+    dots = token.count(".")
+    if dots == 0 or "," in tail or (dots > 1 and len(tail) == 3):
+        return float(token.replace(",", "").replace(".", ""))
+    return float(f"{head.replace(',', '').replace('.', '')}.{tail}")
 
 
 def _bound_before(text: str, start: int) -> tuple[str | None, int | None]:

@@ -1,8 +1,10 @@
 """`ChatBot`: the stages wired together from one config. The CLI, UI and eval are thin shells over it."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -10,9 +12,9 @@ from typing import Iterator, Sequence
 
 from rag.config import DEFAULT_CORPUS, SanadConfig, load_config
 from rag.errors import ConfigError, CorpusError, QuestionError
-from rag.ingest import SUFFIXES, read_corpus, read_file
+from rag.ingest import SUFFIXES, read_file, scan_corpus
 from rag.store import Progress, UpdateReport, update_index
-from rag.types import Answer, Article, Hit
+from rag.types import Answer, Article, Corpus, Hit
 
 UPLOADS = "uploads"  # folder inside the index folder that holds articles added through the UI
 History = Sequence[tuple[str, "str | Answer"]]
@@ -27,7 +29,10 @@ class ChatBot:
 
     def __init__(self, corpus: str | Path | None = None, config: SanadConfig | None = None,
                  llm=None, index_dir: str | Path | None = None, progress: Progress | None = None,
-                 articles: Sequence[Article] = ()):
+                 articles: Sequence[Article] = (), strict: bool = False):
+        """``articles``: articles held in memory (llama-index `Document`s become these, see
+        `from_documents`), with or without a corpus folder. ``strict``: one unreadable file in the folder
+        stops everything (by default it is skipped and listed in ``last_update.skipped``)."""
         from rag.answer import Answerer
         from rag.embeddings import Embedder
         from rag.reader import Reader
@@ -37,10 +42,11 @@ class ChatBot:
         self.corpus = Path(corpus) if corpus else (None if articles else DEFAULT_CORPUS)
         self.index_dir = Path(index_dir) if index_dir else (
             default_index_dir(self.config, self.corpus) if self.corpus else documents_index_dir(self.config, articles))
-        articles = self._articles()  # a bad corpus fails here, before the model is loaded
+        self.strict = strict
+        corpus_read = self._scan()  # a bad corpus fails here, before the model is loaded
         self.embedder = Embedder(self.config.embed, self.config.cache_dir)
         self._lock = threading.Lock()  # one index update at a time; readers use the current snapshot
-        self.index, self.last_update = update_index(self.index_dir, articles, self.embedder, self.config, progress)
+        self.index, self.last_update = self._update(progress, corpus_read)
         if llm is None and self.config.answer.mode == "llm":
             from rag.llm import from_config
 
@@ -111,24 +117,54 @@ class ChatBot:
 
     # --- corpus -------------------------------------------------------------------
 
-    def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None) -> UpdateReport:
-        """Add articles (validated first: a bad file changes nothing) and index them incrementally."""
+    def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None,
+                  strict: bool = False) -> UpdateReport:
+        """Add articles and index them incrementally.
+
+        Every file is checked before anything is copied: a file that cannot be read, is over
+        ``upload.max_file_bytes`` or has the name of an earlier upload is skipped and listed in
+        the report's ``skipped`` (with ``strict``, it stops the whole upload). An upload never
+        replaces another: remove the old one first (`remove`).
+        """
         paths = [Path(p) for p in paths]
         if not paths:
             raise CorpusError("no files given")
-        for path in paths:  # read everything before copying anything
-            if path.name.startswith("."):
-                raise CorpusError(f"{path.name}: hidden files are not indexed; rename it without the leading dot")
-            if path.suffix.lower() not in SUFFIXES:
-                raise CorpusError(f"{path.name}: unsupported file type; use {', '.join(SUFFIXES)}")
-            if not list(read_file(path, path.parent)):
-                raise CorpusError(f"{path.name}: the file has no text")
-        with self._lock:
-            uploads = self.index_dir / UPLOADS
-            uploads.mkdir(parents=True, exist_ok=True)
+        uploads = self.index_dir / UPLOADS
+        with self._lock:  # checked under the lock, so two uploads of one name cannot both pass
+            accepted, skipped = [], []
             for path in paths:
-                shutil.copyfile(path, uploads / path.name)
-            self.index, report = update_index(self.index_dir, self._articles(), self.embedder, self.config, progress)
+                try:
+                    self._check_upload(path, uploads, {p.name for p in accepted})
+                except CorpusError as exc:
+                    if strict:
+                        raise
+                    skipped.append((path.name, str(exc).removeprefix(f"{path.name}: ")))
+                    continue
+                accepted.append(path)
+            if not accepted:
+                raise CorpusError("nothing added: " + "; ".join(f"{name}: {reason}" for name, reason in skipped))
+            uploads.mkdir(parents=True, exist_ok=True)
+            copied = []
+            try:
+                for path in accepted:
+                    partial = uploads / f".part-{path.name}"  # hidden: never read half-copied
+                    shutil.copyfile(path, partial)
+                    os.replace(partial, uploads / path.name)
+                    copied.append(uploads / path.name)
+                self.index, report = self._update(progress)
+            except BaseException:
+                for path in copied:  # nothing half-added: the files go with the failed update
+                    path.unlink(missing_ok=True)
+                raise
+        self.last_update = dataclasses.replace(report, skipped=tuple(skipped))  # this upload's files only
+        return self.last_update
+
+    def remove(self, article_id: str, progress: Progress | None = None) -> UpdateReport:
+        """Remove an uploaded article (for a record of a .jsonl/.json upload, the whole file) and
+        update the index. Articles of the corpus folder are removed by deleting their file there."""
+        with self._lock:
+            (self.index_dir / UPLOADS / self._upload_name(article_id)).unlink()
+            self.index, report = self._update(progress)
         self.last_update = report
         return report
 
@@ -149,8 +185,7 @@ class ChatBot:
                     raise CorpusError(f"document id {article.id!r} is already the id of an article file")
             self._documents.update({article.id: article for article in articles})
             try:
-                self.index, report = update_index(self.index_dir, self._articles(), self.embedder, self.config,
-                                                  progress)
+                self.index, report = self._update(progress)
             except BaseException:
                 self._documents = before
                 raise
@@ -158,15 +193,63 @@ class ChatBot:
         return report
 
     @property
+    def uploads(self) -> list[str]:
+        """The uploaded files, as `remove` takes them (``uploads/<name>``)."""
+        prefix = f"{UPLOADS}/"
+        return sorted({prefix + a.id[len(prefix):].split("#")[0] for a in self.index.articles if a.id.startswith(prefix)})
+
+    @property
     def articles(self) -> list[Article]:
         return self.index.articles
 
-    def _articles(self) -> list[Article]:
-        articles = (read_corpus(self.corpus) if self.corpus else []) + list(self._documents.values())
+    def _check_upload(self, path: Path, uploads: Path, batch: set[str]) -> None:
+        """Raise `CorpusError` naming ``path`` when it cannot be uploaded as it is."""
+        limit = self.config.upload.max_file_bytes
+        if path.name.startswith("."):
+            raise CorpusError(f"{path.name}: hidden files are not indexed; rename it without the leading dot")
+        if path.suffix.lower() not in SUFFIXES:
+            raise CorpusError(f"{path.name}: unsupported file type; use {', '.join(SUFFIXES)}")
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+        if size > limit:
+            raise CorpusError(f"{path.name}: {size:,} bytes is over the upload limit of {limit:,} bytes "
+                              f"(upload.max_file_bytes)")
+        existing = uploads / path.name
+        if path.name in batch or existing.exists():
+            same = existing.exists() and existing.read_bytes() == path.read_bytes()
+            raise CorpusError(f"{path.name}: already uploaded" + (" (the same file)" if same else
+                              "; another file has this name: remove the uploaded one first, or rename this one"))
+        if not list(read_file(path, path.parent)):
+            raise CorpusError(f"{path.name}: the file has no text")
+
+    def _upload_name(self, article_id: str) -> str:
+        """The file in the uploads folder that holds ``article_id`` (``uploads/name`` or ``uploads/name#n``)."""
+        prefix = f"{UPLOADS}/"
+        name = article_id[len(prefix):].split("#")[0] if isinstance(article_id, str) and article_id.startswith(prefix) else ""
+        if name and "/" not in name and not name.startswith(".") and (self.index_dir / UPLOADS / name).is_file():
+            return name
+        if isinstance(article_id, str) and article_id in self.index.article_rows:
+            raise CorpusError(f"{article_id!r} belongs to the corpus folder {self.corpus}, not to the uploads: "
+                              f"delete its file there and run `sanad index`")
+        raise CorpusError(f"{article_id!r} is not an uploaded article; uploaded: {', '.join(self.uploads) or 'none'}")
+
+    def _update(self, progress: Progress | None, corpus_read: Corpus | None = None):
+        corpus_read = corpus_read or self._scan()
+        index, report = update_index(self.index_dir, list(corpus_read.articles), self.embedder, self.config, progress)
+        return index, dataclasses.replace(report, skipped=corpus_read.skipped)
+
+    def _scan(self) -> Corpus:
+        """The corpus folder's articles and skipped files, then the uploads (ids under ``uploads/``)."""
+        corpus_read = scan_corpus(self.corpus, strict=self.strict) if self.corpus else Corpus((), ())
+        corpus_read = Corpus(corpus_read.articles + tuple(self._documents.values()), corpus_read.skipped)
         uploads = self.index_dir / UPLOADS
-        if uploads.is_dir() and any(uploads.iterdir()):
-            articles += [a.__class__(**{**a.__dict__, "id": f"{UPLOADS}/{a.id}"}) for a in read_corpus(uploads)]
-        return articles
+        if not uploads.is_dir() or not any(p.is_file() and not p.name.startswith(".") for p in uploads.iterdir()):
+            return corpus_read
+        uploaded = scan_corpus(uploads)
+        return Corpus(corpus_read.articles + tuple(dataclasses.replace(a, id=f"{UPLOADS}/{a.id}") for a in uploaded.articles),
+                      corpus_read.skipped + tuple((f"{UPLOADS}/{file}", reason) for file, reason in uploaded.skipped))
 
 
 def check_question(question, limit: int) -> str:

@@ -62,7 +62,18 @@ def chunk_article(article: Article, config: ChunkConfig) -> list[Chunk]:
         used += size
     if current:
         groups.append(current)
-    return [_make_chunk(article, [sentences[i] for i in group]) for group in groups]
+    return [_make_chunk(article, [sentences[i] for i in part]) for group in groups
+            for part in _within_budget(article.text, sentences, group, config.chunk_tokens, count)]
+
+
+def _within_budget(text: str, sentences, group: list[int], budget: int, count) -> list[list[int]]:
+    """``group`` halved until each part fits: sizes are summed per sentence, but tokens can merge
+    across a boundary with no space (pieces cut from one long word), so a sum can undercount."""
+    if len(group) == 1 or count(text[sentences[group[0]][0]:sentences[group[-1]][1]]) <= budget:
+        return [group]
+    half = len(group) // 2
+    return _within_budget(text, sentences, group[:half], budget, count) + \
+        _within_budget(text, sentences, group[half:], budget, count)
 
 
 def _overlap(previous: list[int], sizes: list[int], budget: int, room: int) -> list[int]:
@@ -106,11 +117,12 @@ def _fit(text: str, span: tuple[int, int], budget: int, count) -> list[tuple[int
 def _cut(text: str, start: int, end: int, budget: int, count) -> list[tuple[int, int]]:
     """A piece with no space to cut at (a run of 3,000 letters) is cut into equal character slices."""
     tokens = count(text[start:end])
-    if tokens <= budget:
+    if tokens <= budget or end - start == 1:
         return [(start, end)]
     parts = -(-tokens // budget) + 1
     step = -(-(end - start) // parts)
-    return [(a, min(a + step, end)) for a in range(start, end, step)]
+    # Tokens are not spread evenly over the characters, so a slice still over budget is cut again.
+    return [piece for a in range(start, end, step) for piece in _cut(text, a, min(a + step, end), budget, count)]
 
 
 def _make_chunk(article: Article, spans: list[tuple[int, int]]) -> Chunk:

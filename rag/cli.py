@@ -1,4 +1,4 @@
-"""The ``sanad`` command: index, ask, chat, eval, bench.
+"""The ``sanad`` command: index, remove, ask, chat, eval, bench.
 
 Every `SanadError` is printed as one line on stderr with exit code 2; heavy
 modules are imported inside the subcommand that needs them, so ``sanad ask``
@@ -34,10 +34,25 @@ def _progress_bar():
 def cmd_index(args) -> int:
     from rag.chatbot import ChatBot
 
-    bot = ChatBot(corpus=args.corpus, progress=_progress_bar())
+    bot = ChatBot(corpus=args.corpus, progress=_progress_bar(), strict=args.strict)
     report = bot.last_update
+    count = len(report.skipped)
+    skipped = f", skipped {count} file{'s' if count != 1 else ''}" if count else ""
     print(f"Index ready at {bot.index_dir}: {len(bot.articles)} articles, {len(bot.index)} chunks "
-          f"(added {report.added}, changed {report.changed}, removed {report.removed}, unchanged {report.unchanged}).")
+          f"(added {report.added}, changed {report.changed}, removed {report.removed}, unchanged {report.unchanged}"
+          f"{skipped}).")
+    for file, reason in report.skipped:  # one line per file left out
+        print(f"skipped {file}: {reason}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    from rag.chatbot import ChatBot
+
+    bot = ChatBot(corpus=args.corpus, progress=_progress_bar())
+    report = bot.remove(args.article_id)
+    print(f"Removed {args.article_id}: {report.removed} articles left the index; {len(bot.articles)} articles, "
+          f"{len(bot.index)} chunks remain.")
     return 0
 
 
@@ -47,6 +62,9 @@ def cmd_ask(args) -> int:
 
     check_question(args.question, load_config().answer.max_question_chars)  # before the model loads
     bot = ChatBot(corpus=args.corpus, progress=_progress_bar())
+    if bot.last_update.skipped:
+        print(f"sanad: {len(bot.last_update.skipped)} files of the corpus could not be read and were skipped; "
+              f"`sanad index` lists them", file=sys.stderr)
     answer = bot.ask(args.question)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
@@ -85,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="build or update the index of a folder of articles")
     index.add_argument("corpus", nargs="?", type=Path, default=None, help="folder of articles (default: seeds/)")
+    index.add_argument("--strict", action="store_true",
+                       help="stop at the first unreadable file instead of skipping it (all or nothing)")
     index.set_defaults(run=cmd_index)
+
+    remove = commands.add_parser("remove", help="remove an uploaded article from the index")
+    remove.add_argument("article_id", help="its id as listed by the chat's corpus panel, e.g. uploads/news.txt")
+    remove.add_argument("--corpus", type=Path, default=None)
+    remove.set_defaults(run=cmd_remove)
 
     ask = commands.add_parser("ask", help="answer one question with citations")
     ask.add_argument("question")
@@ -101,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(run=cmd_chat)
 
     evaluate = commands.add_parser("eval", help="measure grounding, accuracy and abstention")
-    evaluate.add_argument("--suite", choices=("seeds", "xquad"), default="seeds")
+    evaluate.add_argument("--suite", choices=("seeds", "xquad", "soak"), default="seeds")
     evaluate.add_argument("--corpus", type=Path, default=None)
     evaluate.add_argument("--questions", type=Path, default=None)
     evaluate.add_argument("--xquad", type=Path, default=None, help="folder with xquad.ar.json and xquad.en.json")

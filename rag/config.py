@@ -66,6 +66,11 @@ class AnswerConfig:
 
 
 @dataclass(frozen=True)
+class UploadConfig:
+    max_file_bytes: int = 10_000_000  # per uploaded file, enforced by the Gradio server and by ChatBot.add_files
+
+
+@dataclass(frozen=True)
 class LLMConfig:
     base_url: str | None = None  # an OpenAI-compatible server (Ollama, vLLM, llama.cpp server)
     model: str | None = None
@@ -81,6 +86,7 @@ class SanadConfig:
     retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
     cache_dir: Path = field(default_factory=_cache_home)
 
     def __post_init__(self):
@@ -95,6 +101,8 @@ class SanadConfig:
             raise ConfigError(f"chunk.chunk_tokens must be between 16 and 500 (the model reads 512), got {self.chunk.chunk_tokens}")
         if not 0 <= self.chunk.overlap_tokens < self.chunk.chunk_tokens:
             raise ConfigError(f"chunk.overlap_tokens must be in [0, chunk_tokens), got {self.chunk.overlap_tokens}")
+        if not isinstance(self.upload.max_file_bytes, int) or self.upload.max_file_bytes < 1:
+            raise ConfigError(f"upload.max_file_bytes must be a positive integer, got {self.upload.max_file_bytes!r}")
         if self.retrieve.top_k < 1 or self.retrieve.candidates < self.retrieve.top_k:
             raise ConfigError(f"retrieve.top_k must be >= 1 and <= candidates, got {self.retrieve.top_k}/{self.retrieve.candidates}")
 

@@ -1,11 +1,15 @@
 """Read a folder of articles: .txt/.md, .html, .jsonl/.json records, .pdf and .docx (`rag.formats`).
 
 Every article keeps its exact text as decoded from disk, because citations are
-offsets into that text. Unreadable input raises `CorpusError` naming the file,
-before anything is indexed, so a bad file never reaches the index.
+offsets into that text. The encoding is found from a byte order mark (UTF-8, UTF-16,
+UTF-32), else strict UTF-8, else charset-normalizer choosing between the two legacy
+Arabic code pages (Windows-1256, ISO-8859-6), and recorded on the article. A file that
+cannot be read raises `CorpusError` naming it; `scan_corpus` skips such files and lists
+them with the reason, so one bad file in a news archive does not stop the rest.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from html.parser import HTMLParser
@@ -14,7 +18,7 @@ from typing import Iterator
 
 from rag.errors import CorpusError
 from rag.formats import DOCX_SUFFIXES, PDF_SUFFIXES, docx_text, pdf_text
-from rag.types import Article
+from rag.types import Article, Corpus
 
 TEXT_SUFFIXES = (".txt", ".md")
 HTML_SUFFIXES = (".html", ".htm")
@@ -22,23 +26,59 @@ RECORD_SUFFIXES = (".jsonl", ".json")
 DOCUMENT_SUFFIXES = PDF_SUFFIXES + DOCX_SUFFIXES  # binary formats: their text is extracted, not decoded
 SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + RECORD_SUFFIXES + DOCUMENT_SUFFIXES
 MAX_FILE_BYTES = 50_000_000
+# Longest first: the UTF-32-LE mark begins with the UTF-16-LE one.
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+LEGACY_ENCODINGS = ["cp1256", "iso8859_6"]  # still common for Arabic text; the detector picks between them
 
 
 def read_corpus(root: str | Path) -> list[Article]:
-    """All articles under ``root`` (recursive, sorted by path, hidden files skipped)."""
+    """All articles under ``root``; the first unreadable file raises `CorpusError` (all or nothing)."""
+    return list(scan_corpus(root, strict=True).articles)
+
+
+def scan_corpus(root: str | Path, strict: bool = False) -> Corpus:
+    """The articles under ``root`` (recursive, sorted by path, hidden files left out) and the files skipped.
+
+    A file that cannot be read, has no text or has an unsupported type is listed in ``skipped``
+    as ``(path relative to root, reason)``; with ``strict`` an unreadable file raises instead.
+    """
     root = Path(root)
     if not root.exists():
         raise CorpusError(f"corpus folder not found: {root}")
     if root.is_file():
-        return list(read_file(root, root.parent))
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
+        return Corpus(tuple(read_file(root, root.parent)))
+    files = sorted(p for p in root.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    if not files:
-        raise CorpusError(f"no articles in {root}: expected files ending in {', '.join(SUFFIXES)}")
-    articles = [article for path in files for article in read_file(path, root)]
+    articles, skipped = [], []
+    for path in files:
+        relative = path.relative_to(root).as_posix()
+        if path.suffix.lower() not in SUFFIXES:
+            skipped.append((relative, f"unsupported file type {path.suffix or '(none)'}"))
+            continue
+        try:
+            found = list(read_file(path, root))
+        except CorpusError as exc:
+            if strict:
+                raise
+            skipped.append((relative, _reason(exc, path)))
+            continue
+        articles += found
+        if not found:
+            skipped.append((relative, "no text"))
     if not articles:
-        raise CorpusError(f"every file in {root} is empty")
-    return articles
+        if not any(path.suffix.lower() in SUFFIXES for path in files):
+            raise CorpusError(f"no articles in {root}: expected files ending in {', '.join(SUFFIXES)}")
+        if all(reason == "no text" for _, reason in skipped):
+            raise CorpusError(f"every file in {root} is empty")
+        listed = "; ".join(f"{file}: {reason}" for file, reason in skipped[:5])
+        raise CorpusError(f"no readable articles in {root} ({listed}{'; …' if len(skipped) > 5 else ''})")
+    return Corpus(tuple(articles), tuple(skipped))
+
+
+def _reason(exc: CorpusError, path: Path) -> str:
+    """The message of a file's error without its leading "name: "."""
+    return str(exc).removeprefix(f"{path.name}: ")
 
 
 def read_file(path: Path, root: Path) -> Iterator[Article]:
@@ -50,16 +90,16 @@ def read_file(path: Path, root: Path) -> Iterator[Article]:
     if suffix in DOCUMENT_SUFFIXES:
         yield from _document(path, relative)
         return
-    text = _decode(path)
+    text, encoding = decode(path)
     if suffix in RECORD_SUFFIXES:
-        yield from _records(path, relative, text)
+        yield from _records(path, relative, text, encoding)
         return
     if suffix in HTML_SUFFIXES:
         title, text = _html_text(text)
     else:
         title = _first_line(text, markdown=suffix == ".md")
     if text.strip():
-        yield Article(id=relative, source=path.name, title=title, text=text)
+        yield Article(id=relative, source=path.name, title=title, text=text, encoding=encoding)
 
 
 def content_hash(article: Article) -> str:
@@ -68,33 +108,53 @@ def content_hash(article: Article) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
-def _decode(path: Path) -> str:
+def decode(path: Path) -> tuple[str, str]:
+    """(text, encoding name): a byte order mark, else strict UTF-8, else a legacy Arabic code page."""
+    _check_size(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise CorpusError(f"{path.name}: {size:,} bytes is larger than the {MAX_FILE_BYTES:,} allowed for one file")
         data = path.read_bytes()
     except OSError as exc:
         raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(encoding.removesuffix("-sig")), encoding
+            except UnicodeDecodeError as exc:
+                name = encoding.removesuffix("-sig").upper()
+                raise CorpusError(f"{path.name}: starts with a {name} byte order mark but is not valid {name} "
+                                  f"(byte {exc.start + len(bom)})") from exc
     if b"\x00" in data[:8192]:
         raise CorpusError(f"{path.name}: looks like a binary file, not text")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path.name}: not valid UTF-8 (byte {exc.start}); save it as UTF-8 and try again") from exc
+        utf8_error = exc.start
+    from charset_normalizer import from_bytes
+
+    match = from_bytes(data, cp_isolation=LEGACY_ENCODINGS).best()
+    if match is None:
+        raise CorpusError(f"{path.name}: not text in UTF-8 (bad byte {utf8_error}), UTF-16, Windows-1256 or "
+                          f"ISO-8859-6; save it as UTF-8 and try again")
+    return data.decode(match.encoding), match.encoding
 
 
 def _document(path: Path, relative: str) -> Iterator[Article]:
-    """A PDF or DOCX article: its extracted text is the article text, its first line the headline."""
+    """A PDF or DOCX article: its extracted text is the article text, its first line the headline;
+    the format stands where a text file's encoding would."""
+    _check_size(path)
+    text = pdf_text(path) if path.suffix.lower() in PDF_SUFFIXES else docx_text(path)
+    if text.strip():
+        yield Article(id=relative, source=path.name, title=_first_line(text), text=text,
+                      encoding=path.suffix.lower().lstrip("."))
+
+
+def _check_size(path: Path) -> None:
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
     if size > MAX_FILE_BYTES:
         raise CorpusError(f"{path.name}: {size:,} bytes is larger than the {MAX_FILE_BYTES:,} allowed for one file")
-    text = pdf_text(path) if path.suffix.lower() in PDF_SUFFIXES else docx_text(path)
-    if text.strip():
-        yield Article(id=relative, source=path.name, title=_first_line(text), text=text)
 
 
 def _first_line(text: str, markdown: bool = False) -> str:
@@ -104,10 +164,11 @@ def _first_line(text: str, markdown: bool = False) -> str:
     return ""
 
 
-def _records(path: Path, relative: str, text: str) -> Iterator[Article]:
+def _records(path: Path, relative: str, text: str, encoding: str) -> Iterator[Article]:
     try:
         if path.suffix.lower() == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            # Lines end at "\n" only: str.splitlines() would also cut at U+2028 or U+0085 inside a string.
+            records = [json.loads(line) for line in text.split("\n") if line.strip()]
         else:
             data = json.loads(text)
             records = data if isinstance(data, list) else [data]
@@ -126,6 +187,7 @@ def _records(path: Path, relative: str, text: str) -> Iterator[Article]:
             date=_optional(record.get("date")),
             url=_optional(record.get("url")),
             outlet=_optional(record.get("source")),
+            encoding=encoding,
         )
 
 

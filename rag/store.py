@@ -52,6 +52,7 @@ class UpdateReport:
     removed: int = 0
     unchanged: int = 0
     rebuilt_because: str | None = None
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) for each file left out of the index
 
 
 class Index:
@@ -168,6 +169,7 @@ def update_index(index_dir: Path, articles: list[Article], embedder, config: San
     index_dir.mkdir(parents=True, exist_ok=True)
     expected = manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim)
     with _locked(index_dir):
+        _remove_leftovers(index_dir)
         old, rebuilt_because = None, None
         try:
             old = open_index(index_dir, expected)
@@ -352,6 +354,16 @@ def _prune(index_dir: Path, keep: str) -> None:
     for entry in index_dir.iterdir():
         if entry.name != keep and (entry.name.startswith("v-") or entry.name.startswith(".tmp-")):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _remove_leftovers(index_dir: Path) -> None:
+    """Folders a killed writer left behind (``.tmp-*``, a ``v-*`` never made current, ``.link-*``)."""
+    current = index_dir / "current"
+    keep = os.readlink(current) if current.is_symlink() else None
+    for entry in index_dir.iterdir():
+        if entry.name.startswith(".link-"):
+            entry.unlink(missing_ok=True)
+    _prune(index_dir, keep=keep)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class Article:
-    """One article exactly as read from disk (UTF-8)."""
+    """One article exactly as decoded from disk (offsets index this decoded text)."""
 
     id: str  # stable: the source path relative to the corpus root (+ "#n" for records)
     source: str  # file name shown to the reader, e.g. "002_2e4104477adbd184.txt" or "news.jsonl#3"
@@ -19,6 +19,15 @@ class Article:
     date: str | None = None
     url: str | None = None
     outlet: str | None = None  # the publisher named by a record's "source" field
+    encoding: str = "utf-8"  # how the file was decoded: utf-8, utf-8-sig, utf-16-le/be, cp1256, iso8859_6
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What a folder scan read: the articles, and each file left out with the reason (file, reason)."""
+
+    articles: tuple[Article, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

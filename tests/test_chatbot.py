@@ -164,10 +164,19 @@ def test_binary_upload_changes_nothing(own_bot, tmp_path):
     bad_upload_leaves_index_unchanged(own_bot, path, r"scan\.txt: looks like a binary file")
 
 
-def test_non_utf8_upload_changes_nothing(own_bot, tmp_path):
+def test_an_upload_in_no_known_encoding_changes_nothing(own_bot, tmp_path):
+    path = tmp_path / "noise.txt"
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    bad_upload_leaves_index_unchanged(own_bot, path, r"noise\.txt: not text in UTF-8")
+
+
+def test_a_windows_1256_upload_is_decoded_and_its_encoding_recorded(own_bot, tmp_path):
     path = tmp_path / "windows.txt"
-    path.write_bytes("افتتحت بلدية طرابلس مكتبة".encode("cp1256"))
-    bad_upload_leaves_index_unchanged(own_bot, path, r"windows\.txt: not valid UTF-8")
+    path.write_bytes(LIBRARY.encode("cp1256"))
+    own_bot.add_files([path])
+    article = own_bot.index.article(f"{UPLOADS}/windows.txt")
+    assert (article.text, article.encoding) == (LIBRARY, "cp1256")
+    assert_citations_slice_back(own_bot, own_bot.ask(LIBRARY_QUESTION))
 
 
 def test_empty_upload_changes_nothing(own_bot, tmp_path):
@@ -188,14 +197,99 @@ def test_broken_pdf_upload_changes_nothing(own_bot, tmp_path):
     bad_upload_leaves_index_unchanged(own_bot, path, r"report\.pdf: not a readable PDF")
 
 
-def test_one_bad_file_stops_the_whole_upload(own_bot, tmp_path):
+def test_a_bad_file_is_skipped_and_the_good_ones_are_added(own_bot, tmp_path):
     good, bad = tmp_path / "library.txt", tmp_path / "scan.txt"
     good.write_text(LIBRARY, encoding="utf-8")
     bad.write_bytes(b"\x00\x01\x02")
-    bad_upload_leaves_index_unchanged(own_bot, bad, "binary")
+    report = own_bot.add_files([good, bad])
+    assert report.added == 1 and report.skipped == (("scan.txt", "looks like a binary file, not text"),)
+    assert f"{UPLOADS}/library.txt" in own_bot.index.article_rows
+    assert not (own_bot.index_dir / UPLOADS / "scan.txt").exists()
+
+
+def test_strict_upload_stops_at_the_bad_file(own_bot, tmp_path):
+    good, bad = tmp_path / "library.txt", tmp_path / "scan.txt"
+    good.write_text(LIBRARY, encoding="utf-8")
+    bad.write_bytes(b"\x00\x01\x02")
+    version = os.readlink(own_bot.index_dir / "current")
     with pytest.raises(CorpusError, match=r"scan\.txt"):
-        own_bot.add_files([good, bad])
+        own_bot.add_files([good, bad], strict=True)
     assert not (own_bot.index_dir / UPLOADS / "library.txt").exists()
+    assert os.readlink(own_bot.index_dir / "current") == version
+
+
+def test_an_upload_over_the_size_limit_is_refused(seeds_bot, seeds_index_copy, config, tmp_path):
+    small = config.replace(upload={"max_file_bytes": 100})
+    bot = ChatBot.from_dir(seeds_bot.corpus, config=small, index_dir=seeds_index_copy)
+    path = tmp_path / "library.txt"
+    path.write_text(LIBRARY, encoding="utf-8")
+    bad_upload_leaves_index_unchanged(bot, path, r"library\.txt: [\d,]+ bytes is over the upload limit of 100 bytes")
+
+
+def test_a_second_upload_with_the_same_name_never_replaces_the_first(own_bot, tmp_path):
+    first = tmp_path / "a" / "library.txt"
+    first.parent.mkdir()
+    first.write_text(LIBRARY, encoding="utf-8")
+    own_bot.add_files([first])
+    other = tmp_path / "b" / "library.txt"
+    other.parent.mkdir()
+    other.write_text("خبر آخر\nنص مختلف تماما.", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"library\.txt: already uploaded; another file has this name"):
+        own_bot.add_files([other])
+    with pytest.raises(CorpusError, match=r"library\.txt: already uploaded \(the same file\)"):
+        own_bot.add_files([first])
+    assert own_bot.index.article(f"{UPLOADS}/library.txt").text == LIBRARY
+
+
+def test_an_uploaded_article_can_be_removed_and_the_rest_is_kept(own_bot, tmp_path):
+    path = tmp_path / "library.txt"
+    path.write_text(LIBRARY, encoding="utf-8")
+    own_bot.add_files([path])
+    assert own_bot.uploads == [f"{UPLOADS}/library.txt"]
+    chunks = len(own_bot.index)
+    report = own_bot.remove(f"{UPLOADS}/library.txt")
+    assert (report.added, report.removed, report.unchanged) == (0, 1, 5)
+    assert own_bot.uploads == [] and f"{UPLOADS}/library.txt" not in own_bot.index.article_rows
+    assert len(own_bot.index) < chunks
+    restarted = ChatBot.from_dir(own_bot.corpus, config=own_bot.config, index_dir=own_bot.index_dir)
+    assert restarted.last_update.unchanged == 5 and restarted.uploads == []
+    own_bot.add_files([path])  # the name is free again
+    assert own_bot.uploads == [f"{UPLOADS}/library.txt"]
+
+
+def test_removing_a_record_removes_its_whole_upload(own_bot, tmp_path):
+    path = tmp_path / "wire.jsonl"
+    path.write_text('{"text": "خبر أول عن المكتبة."}\n{"text": "خبر ثان عن المكتبة."}\n', encoding="utf-8")
+    own_bot.add_files([path])
+    assert own_bot.remove(f"{UPLOADS}/wire.jsonl#2").removed == 2
+
+
+@pytest.mark.parametrize("article_id, message", [
+    ("002_2e4104477adbd184.txt", "belongs to the corpus folder"),
+    ("uploads/nothing.txt", "is not an uploaded article; uploaded: none"),
+    ("uploads/../002_2e4104477adbd184.txt", "is not an uploaded article"),
+    (None, "is not an uploaded article"),
+])
+def test_removing_what_is_not_an_upload_names_it_and_changes_nothing(own_bot, article_id, message):
+    version = os.readlink(own_bot.index_dir / "current")
+    with pytest.raises(CorpusError, match=message):
+        own_bot.remove(article_id)
+    assert os.readlink(own_bot.index_dir / "current") == version
+
+
+def test_a_folder_with_bad_files_is_indexed_without_them(config, embedder, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "library.txt").write_text(LIBRARY, encoding="utf-8")
+    (corpus / "scan.txt").write_bytes(b"\x89PNG\x00")
+    (corpus / "old.txt").write_bytes(LIBRARY.replace("4321", "1234").encode("utf-16"))
+    bot = ChatBot.from_dir(corpus, config=config, index_dir=tmp_path / "index")
+    assert sorted(a.id for a in bot.articles) == ["library.txt", "old.txt"]
+    assert bot.last_update.skipped == (("scan.txt", "looks like a binary file, not text"),)
+    assert bot.index.article("old.txt").encoding == "utf-16-le"
+    with pytest.raises(CorpusError, match=r"scan\.txt: looks like a binary file"):
+        ChatBot.from_dir(corpus, config=config, index_dir=tmp_path / "index", strict=True)
+    assert len(ChatBot.from_dir(corpus, config=config, index_dir=tmp_path / "index").articles) == 2  # kept
 
 
 def test_no_files_is_a_corpus_error(own_bot):

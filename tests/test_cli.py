@@ -92,9 +92,24 @@ def test_index_of_a_missing_folder_is_one_line_and_exit_2(cli_env, tmp_path):
     assert_one_line_error(result, f"corpus folder not found: {re.escape(str(missing))}")
 
 
-def test_index_of_a_folder_with_a_binary_file_is_exit_2(cli_env, tmp_path):
+def test_index_of_a_folder_with_a_binary_file_skips_it_with_one_line(cli_env, tmp_path):
     (tmp_path / "good.txt").write_text("خبر قصير عن كورسك.", encoding="utf-8")
     (tmp_path / "scan.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (tmp_path / "old.txt").write_bytes("خبر قديم عن كورسك.".encode("cp1256"))
     result = sanad(cli_env, "index", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "2 articles" in result.stdout and "skipped 1 file)" in result.stdout
+    assert "skipped scan.txt: looks like a binary file, not text\n" in result.stdout
+
+
+def test_strict_index_of_a_folder_with_a_binary_file_is_exit_2(cli_env, tmp_path):
+    (tmp_path / "good.txt").write_text("خبر قصير عن كورسك.", encoding="utf-8")
+    (tmp_path / "scan.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    result = sanad(cli_env, "index", "--strict", str(tmp_path))
     assert_one_line_error(result, r"scan\.txt: looks like a binary file")
     assert not list((Path(cli_env["SANAD_CACHE_DIR"]) / "indexes").glob(f"{tmp_path.name}-*/current"))
+
+
+def test_remove_of_an_article_that_is_not_an_upload_is_one_line_and_exit_2(indexed, cli_env, cli_corpus):
+    result = sanad(cli_env, "remove", KURSK_SEED, "--corpus", str(cli_corpus))
+    assert_one_line_error(result, "belongs to the corpus folder")

@@ -1,6 +1,7 @@
 """rag/ingest.py: folders of .txt/.md/.html/.jsonl/.json articles, exact texts, clear errors."""
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag.errors import CorpusError, SanadError
-from rag.ingest import content_hash, read_corpus, read_file
+from rag.ingest import content_hash, read_corpus, read_file, scan_corpus
 
 
 def write(path: Path, text: str) -> Path:
@@ -183,11 +184,77 @@ def test_binary_file_names_the_file(tmp_path):
     assert isinstance(error.value, SanadError)
 
 
-def test_non_utf8_file_names_the_file(tmp_path):
+def test_a_file_in_no_known_encoding_names_the_file(tmp_path):
     write(tmp_path / "good.txt", "نص.")
-    (tmp_path / "windows.txt").write_bytes("كوريا الشمالية".encode("cp1256"))
-    with pytest.raises(CorpusError, match=r"windows\.txt: not valid UTF-8 \(byte 0\)"):
+    (tmp_path / "noise.txt").write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(CorpusError, match=r"noise\.txt: not text in UTF-8 \(bad byte 0\), UTF-16, Windows-1256"):
         read_corpus(tmp_path)
+
+
+# --- encodings ------------------------------------------------------------------------
+
+NEWS = "خبر قديم\nافتتحت بلدية طرابلس مكتبة جديدة في وسط المدينة، وقال رئيس البلدية إن المكتبة تضم آلاف الكتب."
+
+
+@pytest.mark.parametrize("data, encoding", [
+    (NEWS.encode("utf-8"), "utf-8"),
+    (codecs.BOM_UTF8 + NEWS.encode("utf-8"), "utf-8-sig"),
+    (codecs.BOM_UTF16_LE + NEWS.encode("utf-16-le"), "utf-16-le"),
+    (codecs.BOM_UTF16_BE + NEWS.encode("utf-16-be"), "utf-16-be"),
+    (codecs.BOM_UTF32_LE + NEWS.encode("utf-32-le"), "utf-32-le"),
+    (NEWS.encode("cp1256"), "cp1256"),
+    (NEWS.encode("iso8859_6"), "iso8859_6"),
+])
+def test_each_encoding_is_detected_recorded_and_decoded_exactly(tmp_path, data, encoding):
+    (tmp_path / "old.txt").write_bytes(data)
+    (article,) = read_corpus(tmp_path)
+    assert (article.text, article.title, article.encoding) == (NEWS, "خبر قديم", encoding)
+    assert article.text[article.text.index("مكتبة"):][:5] == "مكتبة"  # offsets index the decoded text
+
+
+def test_a_short_windows_1256_line_is_read(tmp_path):
+    (tmp_path / "windows.txt").write_bytes("كوريا الشمالية".encode("cp1256"))
+    (article,) = read_corpus(tmp_path)
+    assert (article.text, article.encoding) == ("كوريا الشمالية", "cp1256")
+
+
+def test_records_carry_their_file_encoding(tmp_path):
+    (tmp_path / "news.jsonl").write_bytes(codecs.BOM_UTF16_LE + '{"text": "نص أول"}\n{"text": "نص ثان"}\n'.encode("utf-16-le"))
+    assert [(a.text, a.encoding) for a in read_corpus(tmp_path)] == [("نص أول", "utf-16-le"), ("نص ثان", "utf-16-le")]
+
+
+def test_a_broken_utf16_file_names_the_file(tmp_path):
+    (tmp_path / "half.txt").write_bytes(codecs.BOM_UTF16_LE + "نص".encode("utf-16-le") + b"\x00")
+    with pytest.raises(CorpusError, match=r"half\.txt: starts with a UTF-16-LE byte order mark but is not valid"):
+        read_corpus(tmp_path)
+
+
+# --- folders with bad files -------------------------------------------------------------
+
+def test_a_messy_folder_indexes_the_readable_and_lists_the_rest(tmp_path):
+    write(tmp_path / "a.txt", "خبر جيد\nنص صالح.")
+    (tmp_path / "b.txt").write_bytes(codecs.BOM_UTF16_LE + "خبر\nنص بترميز UTF-16.".encode("utf-16-le"))
+    (tmp_path / "c.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    write(tmp_path / "d.jsonl", '{"text": "x"\n')
+    write(tmp_path / "e.md", "  \n")
+    write(tmp_path / "f.pdf", "%PDF")
+    write(tmp_path / "sub" / "g.txt", "خبر في مجلد فرعي.")
+    corpus = scan_corpus(tmp_path)
+    assert [a.id for a in corpus.articles] == ["a.txt", "b.txt", "sub/g.txt"]
+    assert corpus.skipped == (("c.txt", "looks like a binary file, not text"),
+                              ("d.jsonl", "invalid JSON at line 1: Expecting ',' delimiter"),
+                              ("e.md", "no text"), ("f.pdf", "unsupported file type .pdf"))
+    with pytest.raises(CorpusError, match=r"c\.txt: looks like a binary file"):
+        scan_corpus(tmp_path, strict=True)
+    with pytest.raises(CorpusError, match=r"c\.txt: looks like a binary file"):
+        read_corpus(tmp_path)  # all or nothing
+
+
+def test_a_folder_with_only_bad_files_says_what_each_one_is(tmp_path):
+    (tmp_path / "c.txt").write_bytes(b"\x00\x01")
+    write(tmp_path / "d.json", "[1, 2]")
+    with pytest.raises(CorpusError, match=r"no readable articles in .*c\.txt: looks like a binary .*d\.json: record 1"):
+        scan_corpus(tmp_path)
 
 
 def test_unsupported_file_given_directly(tmp_path):

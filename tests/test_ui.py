@@ -281,18 +281,49 @@ def test_bad_files_get_a_clear_message_and_change_nothing(upload_bot, tmp_path):
     before = (len(upload_bot.articles), len(upload_bot.index))
     binary = tmp_path / "photo.txt"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
-    latin1 = tmp_path / "old.txt"
-    latin1.write_bytes("café ".encode("latin-1"))
+    noise = tmp_path / "old.txt"
+    noise.write_bytes(bytes(range(128, 256)) * 4)
     pdf = tmp_path / "report.pdf"
     pdf.write_bytes(b"%PDF-1.4")
-    for bad, words in ((binary, "binary"), (latin1, "UTF-8"), (pdf, "not a readable PDF")):
-        good = tmp_path / "good.txt"
-        good.write_text("خبر جيد\nنص صالح.", encoding="utf-8")
+    for bad, words in ((binary, "binary"), (noise, "UTF-8"), (pdf, "not a readable PDF")):
         with pytest.warns(UserWarning, match=words):
-            status, corpus, counts, files = handlers.upload([str(good), str(bad)])
+            status, corpus, counts, files, removable = handlers.upload([str(bad)])
         assert "is-error" in status and words in status and bad.name in status
         assert corpus == gr.skip() and files is None
         assert (len(upload_bot.articles), len(upload_bot.index)) == before
+
+
+def test_a_bad_file_beside_good_ones_is_listed_as_skipped(upload_bot, tmp_path):
+    handlers = Handlers(upload_bot)
+    good, bad = tmp_path / "zz_good.txt", tmp_path / "photo.txt"
+    good.write_text("خبر جيد\nنص صالح عن السفينة الزرقاء.", encoding="utf-8")
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
+    with pytest.warns(UserWarning, match="photo.txt"):
+        status, corpus, counts, files, removable = handlers.upload([str(good), str(bad)])
+    assert "is-ok" in status and "zz_good.txt" in corpus
+    assert re.search(r'<li><span class="sanad-file" dir="ltr">photo\.txt</span>: <span dir="auto">looks like a binary', status)
+    assert "uploads/zz_good.txt" in removable["choices"] or ("uploads/zz_good.txt", "uploads/zz_good.txt") in removable["choices"]
+    status, corpus, counts, removable = handlers.remove("uploads/zz_good.txt")
+    assert "is-ok" in status and "zz_good.txt" not in corpus
+
+
+def test_removing_an_article_of_the_corpus_folder_is_refused_with_its_message(upload_bot):
+    handlers = Handlers(upload_bot)
+    with pytest.warns(UserWarning, match="corpus folder"):
+        status, corpus, counts, removable = handlers.remove("002_2e4104477adbd184.txt")
+    assert "is-error" in status and corpus == gr.skip()
+    status, *_ = handlers.remove(None)
+    assert "is-error" in status
+
+
+def test_the_upload_notice_lists_the_corpus_files_that_were_skipped(config, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "news.txt").write_text("خبر\nنص صالح.", encoding="utf-8")
+    (corpus / "scan.txt").write_bytes(b"\x00\x01")
+    bot = ChatBot(corpus=corpus, config=config, index_dir=tmp_path / "index")
+    notice = Handlers(bot).upload_hint()
+    assert "scan.txt" in notice and "looks like a binary file" in notice and "10 ميغابايت" in notice
 
 
 def test_uploaded_articles_are_listed_and_searchable_at_once(upload_bot, tmp_path):
@@ -300,7 +331,7 @@ def test_uploaded_articles_are_listed_and_searchable_at_once(upload_bot, tmp_pat
     path = tmp_path / "zz_mars_base.md"
     path.write_text("# قاعدة على المريخ\n\nأعلنت وكالة الفضاء أن قاعدة المريخ الجديدة تضم 42 عالمًا يعملون في مختبر الجليد.\n",
                     encoding="utf-8")
-    status, corpus, counts, files = handlers.upload([str(path)])
+    status, corpus, counts, files, removable = handlers.upload([str(path)])
     assert "is-ok" in status and "zz_mars_base.md" in corpus and "مرفوع" in corpus
     assert "قاعدة على المريخ" in corpus
     assert f"<b>{len(upload_bot.articles)}</b> مقال" in counts
@@ -333,6 +364,24 @@ def test_gradio_client_round_trip_asks_the_kursk_question(server, seeds_bot):
     for citation in expected.citations:
         assert citation.source in html
     assert "<script" not in html
+
+
+def test_the_server_refuses_a_file_over_the_upload_limit(seeds_bot, tmp_path):
+    from gradio_client import Client, handle_file
+
+    demo = build_app(seeds_bot)
+    demo.upload_limit = 1_000
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    try:
+        big = tmp_path / "big.txt"
+        big.write_text("خبر طويل\n" + "نص " * 1_000, encoding="utf-8")
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        with pytest.raises(Exception, match="(?i)too large|exceeds|maximum"):
+            client.predict([handle_file(str(big))], api_name="/upload")
+        assert "big.txt" not in {a.source for a in seeds_bot.articles}
+    finally:
+        demo.close()
 
 
 def test_gradio_client_gets_the_message_of_a_bad_question(server):

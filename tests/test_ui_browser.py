@@ -179,3 +179,45 @@ def test_clear_button_starts_a_new_conversation(page):
     page.click("#sanad-clear")
     page.wait_for_selector("#sanad-transcript .sanad-thread.is-empty", timeout=STEP_MS)
     page.wait_for_selector("#sanad-panel .sanad-panel-empty", timeout=STEP_MS)
+
+
+# --- uploading and removing an article (its own ChatBot: this changes the index) ---------------
+
+@pytest.fixture(scope="module")
+def upload_server(config, seeds_dir, tmp_path_factory):
+    from rag.chatbot import ChatBot
+
+    bot = ChatBot(corpus=seeds_dir, config=config, index_dir=tmp_path_factory.mktemp("browser-upload-index"))
+    demo = build_app(bot)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    yield f"http://127.0.0.1:{port}/", bot
+    demo.close()
+
+
+def test_an_uploaded_article_is_listed_and_the_remove_button_takes_it_out(browser, upload_server, tmp_path):
+    url, bot = upload_server
+    article = tmp_path / "zz_browser_upload.txt"
+    article.write_text("خبر مرفوع من المتصفح\nأعلنت البلدية افتتاح حديقة النخيل التي تضم 77 شجرة نادرة.\n",
+                       encoding="utf-8")
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="ar")
+    page = context.new_page()
+    page.set_default_timeout(STEP_MS)
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector("#sanad-question textarea", timeout=60_000)
+    page.get_by_text("المقالات", exact=True).first.click()
+    page.locator("#sanad-upload input[type=file]").set_input_files(str(article))
+    page.wait_for_selector("#sanad-upload-status .is-ok", timeout=ANSWER_MS)
+    assert "zz_browser_upload.txt" in page.locator("#sanad-corpus-list").inner_text()
+    assert "uploads/zz_browser_upload.txt" in bot.uploads
+
+    page.locator("#sanad-removable input").click()
+    page.get_by_role("option", name="uploads/zz_browser_upload.txt").click()
+    page.click("#sanad-remove")
+    page.wait_for_function("document.querySelector('#sanad-upload-status').innerText.includes('حُذف')", timeout=ANSWER_MS)
+    assert "zz_browser_upload.txt" not in page.locator("#sanad-corpus-list").inner_text()
+    assert bot.uploads == [] and "uploads/zz_browser_upload.txt" not in bot.index.article_rows
+    screenshot(page, "ui_remove.png")
+    context.close()

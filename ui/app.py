@@ -59,7 +59,8 @@ EXAMPLES = [
 GENERIC_ERROR = "حدث خطأ غير متوقع؛ سُجّلت تفاصيله في سجل الخادم. حاول مرة أخرى."
 ANSWER_CONCURRENCY = 2  # answers run on the CPU: more at once only slows each one down
 MAX_PASSAGES = 20
-UPLOAD_HINT = f"الأنواع المقبولة: {'، '.join(suffix.lstrip('.') for suffix in SUFFIXES)}؛ الملفات النصية بترميز UTF-8."
+UPLOAD_HINT = (f"الأنواع المقبولة: {'، '.join(suffix.lstrip('.') for suffix in SUFFIXES)}؛ "
+               "الملفات النصية بترميز UTF-8 أو UTF-16 أو Windows-1256 أو ISO-8859-6، حتى {mb:g} ميغابايت للملف.")
 
 
 def theme() -> gr.themes.Base:
@@ -80,10 +81,13 @@ class SanadBlocks(gr.Blocks):
     ``build_app(bot).launch(...)`` in a test shows the same page as ``sanad chat``.
     """
 
+    upload_limit: int | None = None  # bytes; set by `build_app` from the ChatBot's upload limit
+
     def launch(self, *args, **kwargs):
         kwargs.setdefault("theme", theme())
         kwargs.setdefault("css", CSS)
         kwargs.setdefault("head", HEAD)
+        kwargs.setdefault("max_file_size", self.upload_limit)  # Gradio refuses bigger files before storing them
         return super().launch(*args, **kwargs)
 
 
@@ -206,10 +210,19 @@ class Handlers:
         return (f'<span class="sanad-counts" dir="rtl"><b>{len(index.articles):,}</b> مقال · '
                 f'<b>{len(index):,}</b> مقطع مفهرس</span>')
 
+    def upload_hint(self) -> str:
+        """The notice under the upload box: what it accepts, and the corpus files that were skipped."""
+        skipped = self.bot.last_update.skipped
+        return format_status(UPLOAD_HINT.format(mb=self.bot.config.upload.max_file_bytes / 1e6), "info", skipped)
+
+    def removable(self):
+        """The remove menu: the uploaded files, none chosen."""
+        return gr.update(choices=self.bot.uploads, value=None)
+
     def upload(self, files: Sequence[str] | None, progress=gr.Progress()):
-        """Index uploaded files; a bad file is reported and changes nothing."""
+        """Index uploaded files; a file that cannot be read is listed as skipped and changes nothing."""
         if not files:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         paths = [Path(file) for file in files]
         names = "، ".join(path.name for path in paths)
 
@@ -223,12 +236,30 @@ class Handlers:
         except Exception as exc:  # noqa: BLE001 - every error becomes a message
             message = f"لم يُضف شيء: {user_message(exc)}"
             gr.Warning(escape(message))
-            return format_status(message, "error"), gr.skip(), gr.skip(), None
+            return format_status(message, "error"), gr.skip(), gr.skip(), None, gr.skip()
         added = len(self.bot.index.articles) - before
-        message = (f"أُضيف {names} (مقالات جديدة: {result.added}، محدَّثة: {result.changed}). "
+        indexed = "، ".join(path.name for path in paths if path.name not in {name for name, _ in result.skipped})
+        message = (f"أُضيف {indexed} (مقالات جديدة: {result.added}، محدَّثة: {result.changed}). "
                    f"عدد المقالات في الفهرس الآن {len(self.bot.index.articles):,}، وكلها قابلة للبحث.")
+        if result.skipped:
+            gr.Warning(escape("لم يُضف: " + "؛ ".join(f"{name}: {reason}" for name, reason in result.skipped)))
         log.info("uploaded %s: %+d articles (%s)", names, added, result)
-        return format_status(message, "ok"), self.corpus(), self.counts(), None
+        return (format_status(message, "ok", result.skipped), self.corpus(), self.counts(), None, self.removable())
+
+    def remove(self, article_id: str | None):
+        """Remove an uploaded article from the index; the corpus folder's own articles stay."""
+        if not article_id:
+            return format_status("اختر مقالًا مرفوعًا لحذفه.", "error"), gr.skip(), gr.skip(), gr.skip()
+        try:
+            result = self.bot.remove(article_id)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a message
+            message = f"لم يُحذف شيء: {user_message(exc)}"
+            gr.Warning(escape(message))
+            return format_status(message, "error"), gr.skip(), gr.skip(), self.removable()
+        message = (f"حُذف {article_id} ({result.removed} مقال). "
+                   f"عدد المقالات في الفهرس الآن {len(self.bot.index.articles):,}.")
+        log.info("removed %s (%s)", article_id, result)
+        return format_status(message, "ok"), self.corpus(), self.counts(), self.removable()
 
 
 def build_app(bot: ChatBot) -> gr.Blocks:
@@ -275,7 +306,12 @@ def build_app(bot: ChatBot) -> gr.Blocks:
                     corpus = gr.HTML(handlers.corpus(), elem_id="sanad-corpus-list", apply_default_css=False)
                     files = gr.File(label="أضف مقالات", file_count="multiple",
                                     file_types=list(SUFFIXES), type="filepath", elem_id="sanad-upload")
-                    status = gr.HTML(format_status(UPLOAD_HINT), elem_id="sanad-upload-status", apply_default_css=False)
+                    status = gr.HTML(handlers.upload_hint(), elem_id="sanad-upload-status", apply_default_css=False)
+                    with gr.Row(elem_id="sanad-remove-row", equal_height=True):
+                        removable = gr.Dropdown(choices=bot.uploads, value=None, label="مقال مرفوع",
+                                                elem_id="sanad-removable", scale=3, allow_custom_value=False)
+                        remove = gr.Button("احذف من الفهرس", elem_id="sanad-remove", variant="stop", size="sm",
+                                           scale=1, min_width=110)
 
         # A question: show it, stream the answer, unlock the box (also after an error).
         ask_inputs = [question, turns, show_scores]
@@ -297,13 +333,16 @@ def build_app(bot: ChatBot) -> gr.Blocks:
                            show_progress="hidden")
         clear.click(handlers.clear, None, [turns, transcript, panel, question, pending], api_visibility="private",
                     show_progress="hidden")
-        files.upload(handlers.upload, files, [status, corpus, counts, files], api_name="upload",
+        files.upload(handlers.upload, files, [status, corpus, counts, files, removable], api_name="upload",
                      concurrency_limit=1, concurrency_id="index")
-        # Another session may have added articles since this page was built.
-        demo.load(lambda: (handlers.corpus(), handlers.counts()), None, [corpus, counts], api_visibility="private",
-                  show_progress="hidden")
+        remove.click(handlers.remove, removable, [status, corpus, counts, removable], api_name="remove",
+                     concurrency_limit=1, concurrency_id="index")
+        # Another session may have added or removed articles since this page was built.
+        demo.load(lambda: (handlers.corpus(), handlers.counts(), handlers.removable()), None,
+                  [corpus, counts, removable], api_visibility="private", show_progress="hidden")
 
     demo.queue(default_concurrency_limit=4, max_size=64)
+    demo.upload_limit = bot.config.upload.max_file_bytes
     return demo
 
 
@@ -314,5 +353,7 @@ def launch(corpus: str | Path | None = None, host: str = "127.0.0.1", port: int 
     print("سند: loading the model and the index…", file=sys.stderr)
     bot = ChatBot(corpus=corpus)
     print(f"سند: {len(bot.articles)} articles, {len(bot.index)} chunks from {bot.corpus}", file=sys.stderr)
+    for file, reason in bot.last_update.skipped:
+        print(f"skipped {file}: {reason}", file=sys.stderr)
     demo = build_app(bot)
     return demo.launch(server_name=host, server_port=port, share=share, show_error=False)

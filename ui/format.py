@@ -24,6 +24,7 @@ CONTEXT_CHARS = 1200  # article text shown on each side of a quote in the source
 TITLE_CHARS = 110  # longer titles are cut in lists (the full title stays in the tooltip)
 QUOTE_CHARS = 260  # longer quotes are cut in the sources list (the panel shows them whole)
 CORPUS_ROWS = 300  # articles listed in the corpus panel; the counts cover all of them
+SKIPPED_ROWS = 50  # skipped files listed under the upload box; the count covers all of them
 
 LABELS = {
     "ar": {
@@ -179,7 +180,8 @@ def format_sources(answer: Answer, turn: int | None, show_scores: bool = False) 
         if not citations:
             continue
         items = "".join(
-            f'<li class="sanad-source{" is-related" if c.related else ""}" dir="{text_direction(c.title or c.quote)}">'
+            f'<li class="sanad-source{" is-related" if c.related else ""}" dir="{text_direction(c.title or c.quote)}" '
+            f'data-article="{escape(c.article_id, quote=True)}" data-start="{c.start}" data-end="{c.end}">'
             f'{_marker(turn, c, c.n)}'
             f'<div class="sanad-source-body">'
             f'<div class="sanad-source-title" dir="auto" title="{escape(c.title, quote=True)}">{escape(shorten(c.title, TITLE_CHARS))}</div>'
@@ -356,7 +358,12 @@ def format_corpus(articles: Sequence[Article], chunks: int, uploads_prefix: str 
             f'<ol class="sanad-corpus-list">{"".join(rows)}</ol>{more_html}</div>')
 
 
-def format_status(message: str, kind: str = "info") -> str:
-    """A one-line status under the upload box: kind is "info", "ok" or "error"."""
+def format_status(message: str, kind: str = "info", skipped: Sequence[tuple[str, str]] = ()) -> str:
+    """A status under the upload box (kind "info", "ok" or "error"), then one line per skipped file."""
     kind = kind if kind in ("info", "ok", "error") else "info"
-    return f'<div class="sanad-status is-{kind}" dir="auto" role="status">{escape(message)}</div>'
+    rows = "".join(f'<li><span class="sanad-file" dir="ltr">{escape(file)}</span>: <span dir="auto">{escape(reason)}</span></li>'
+                   for file, reason in skipped[:SKIPPED_ROWS])
+    more = f"<li>و{len(skipped) - SKIPPED_ROWS:,} ملفًا آخر</li>" if len(skipped) > SKIPPED_ROWS else ""
+    listed = (f'<div class="sanad-skipped-heading">لم يُفهرس (ملفات لم تُقرأ): {len(skipped):,}</div>'
+              f'<ul class="sanad-skipped">{rows}{more}</ul>') if skipped else ""
+    return f'<div class="sanad-status is-{kind}" dir="auto" role="status">{escape(message)}{listed}</div>'

@@ -10,8 +10,8 @@ from typing import Iterator, Sequence
 
 from rag.config import DEFAULT_CORPUS, SanadConfig, load_config
 from rag.errors import ConfigError, CorpusError, QuestionError
-from rag.ingest import SUFFIXES, read_corpus, read_file
-from rag.store import Progress, UpdateReport, update_index
+from rag.ingest import SUFFIXES, Scan, read_file, scan_corpus
+from rag.store import Progress, UpdateReport, files_table, update_index
 from rag.types import Answer, Article, Hit
 
 UPLOADS = "uploads"  # folder inside the index folder that holds articles added through the UI
@@ -26,17 +26,19 @@ class ChatBot:
     """
 
     def __init__(self, corpus: str | Path | None = None, config: SanadConfig | None = None,
-                 llm=None, index_dir: str | Path | None = None, progress: Progress | None = None):
+                 llm=None, index_dir: str | Path | None = None, progress: Progress | None = None,
+                 prepare=None, read=None):
         from rag.answer import Answerer
         from rag.embeddings import Embedder
 
         self.config = config or load_config()
         self.corpus = Path(corpus) if corpus else DEFAULT_CORPUS
         self.index_dir = Path(index_dir) if index_dir else default_index_dir(self.config, self.corpus)
-        articles = self._articles()  # a bad corpus fails here, before the model is loaded
+        self._prepare, self._read = prepare, read  # chunk + embed, and read files, elsewhere (`rag.ray_index`)
+        scan = self._scan()  # a bad corpus fails here, before the model is loaded
         self.embedder = Embedder(self.config.embed, self.config.cache_dir)
         self._lock = threading.Lock()  # one index update at a time; readers use the current snapshot
-        self.index, self.last_update = update_index(self.index_dir, articles, self.embedder, self.config, progress)
+        self.index, self.last_update = self._update(scan, progress)
         if llm is None and self.config.answer.mode == "llm":
             from rag.llm import from_config
 
@@ -111,7 +113,7 @@ class ChatBot:
             uploads.mkdir(parents=True, exist_ok=True)
             for path in paths:
                 shutil.copyfile(path, uploads / path.name)
-            self.index, report = update_index(self.index_dir, self._articles(), self.embedder, self.config, progress)
+            self.index, report = self._update(self._scan(), progress)
         self.last_update = report
         return report
 
@@ -119,12 +121,19 @@ class ChatBot:
     def articles(self) -> list[Article]:
         return self.index.articles
 
-    def _articles(self) -> list[Article]:
-        articles = read_corpus(self.corpus)
+    def _scan(self) -> Scan:
+        """The corpus and the uploads, reading only files whose size or mtime changed since the last update."""
+        known = files_table(self.index_dir)
+        scan = scan_corpus(self.corpus, known, read=self._read)
         uploads = self.index_dir / UPLOADS
         if uploads.is_dir() and any(uploads.iterdir()):
-            articles += [a.__class__(**{**a.__dict__, "id": f"{UPLOADS}/{a.id}"}) for a in read_corpus(uploads)]
-        return articles
+            more = scan_corpus(uploads, known, prefix=f"{UPLOADS}/", read=self._read)
+            scan = Scan(scan.articles + more.articles, scan.unchanged + more.unchanged, {**scan.files, **more.files})
+        return scan
+
+    def _update(self, scan: Scan, progress: Progress | None):
+        return update_index(self.index_dir, scan.articles, self.embedder, self.config, progress,
+                            unchanged=scan.unchanged, files=scan.files, prepare=self._prepare)
 
 
 def check_question(question, limit: int) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rag.errors import CorpusError
 from rag.types import Article
@@ -24,19 +25,63 @@ MAX_FILE_BYTES = 50_000_000
 
 def read_corpus(root: str | Path) -> list[Article]:
     """All articles under ``root`` (recursive, sorted by path, hidden files skipped)."""
+    return scan_corpus(root, {}).articles
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A corpus folder compared with what the index recorded of its files."""
+
+    articles: list[Article]  # read from the files that are new or changed
+    unchanged: list[str]  # ids of the articles in files whose size and mtime are as recorded
+    files: dict[str, list]  # the table to record now: path -> [size, mtime_ns, [article ids]]
+
+
+def corpus_files(root: Path) -> list[Path]:
+    """The article files under ``root`` (recursive, sorted by path, hidden files skipped)."""
     root = Path(root)
     if not root.exists():
         raise CorpusError(f"corpus folder not found: {root}")
     if root.is_file():
-        return list(read_file(root, root.parent))
+        return [root]
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not files:
         raise CorpusError(f"no articles in {root}: expected files ending in {', '.join(SUFFIXES)}")
-    articles = [article for path in files for article in read_file(path, root)]
-    if not articles:
+    return files
+
+
+def scan_corpus(root: str | Path, known: dict, prefix: str = "",
+                read: Callable[[list[Path], Path], list[list[Article]]] | None = None) -> Scan:
+    """Read only the files whose size or mtime differ from ``known`` (a `Scan.files` table from
+    the last update); the others' article ids come from the table. ``prefix`` goes before every
+    id and path; ``read(paths, root)`` reads files elsewhere (e.g. on Ray), one article list each."""
+    root = Path(root)
+    files = corpus_files(root)
+    base = root.parent if root.is_file() else root
+    table, unchanged, to_read = {}, [], []
+    for path in files:
+        key = prefix + path.relative_to(base).as_posix()
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+        entry = known.get(key)
+        if isinstance(entry, list) and len(entry) == 3 and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
+            table[key] = entry
+            unchanged += entry[2]
+        else:
+            to_read.append((path, key, [stat.st_size, stat.st_mtime_ns]))
+    read = read or (lambda paths, folder: [list(read_file(path, folder)) for path in paths])
+    articles = []
+    for (path, key, stat), file_articles in zip(to_read, read([path for path, _, _ in to_read], base)):
+        if prefix:
+            file_articles = [Article(**{**article.__dict__, "id": prefix + article.id}) for article in file_articles]
+        table[key] = [*stat, [article.id for article in file_articles]]
+        articles += file_articles
+    if not articles and not unchanged:
         raise CorpusError(f"every file in {root} is empty")
-    return articles
+    return Scan(articles, unchanged, dict(sorted(table.items())))
 
 
 def read_file(path: Path, root: Path) -> Iterator[Article]:

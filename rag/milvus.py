@@ -154,7 +154,7 @@ class MilvusSearcher:
         except Exception as exc:
             raise StoreError(f"Milvus search failed: {exc}") from exc
         hits = result[0]
-        keys = np.array([hit["id"] for hit in hits], np.int64)
+        keys = np.array([hit["key"] for hit in hits], np.int64)
         rows = self.index.rows_for_keys(keys)
         return [(int(row), float(hit["distance"])) for row, hit in zip(rows.tolist(), hits) if row >= 0][:top_k]
 

@@ -34,7 +34,14 @@ def _progress_bar():
 def cmd_index(args) -> int:
     from rag.chatbot import ChatBot
 
-    bot = ChatBot(corpus=args.corpus, progress=_progress_bar())
+    hooks = {}
+    if args.ray is not None:
+        from rag.config import load_config
+        from rag.ray_index import RayIndexer
+
+        indexer = RayIndexer(load_config(), address=None if args.ray == "local" else args.ray)
+        hooks = {"read": indexer.read, "prepare": indexer.prepare}
+    bot = ChatBot(corpus=args.corpus, progress=_progress_bar(), **hooks)
     report = bot.last_update
     print(f"Index ready at {bot.index_dir}: {len(bot.articles)} articles, {len(bot.index)} chunks "
           f"(added {report.added}, changed {report.changed}, removed {report.removed}, unchanged {report.unchanged}).")
@@ -85,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="build or update the index of a folder of articles")
     index.add_argument("corpus", nargs="?", type=Path, default=None, help="folder of articles (default: seeds/)")
+    index.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="read, chunk and embed on Ray Data: a local Ray, or the cluster at ADDRESS")
     index.set_defaults(run=cmd_index)
 
     ask = commands.add_parser("ask", help="answer one question with citations")

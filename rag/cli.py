@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("bench/out"))
     bench.add_argument("--smoke", action="store_true", help="a tiny, quick version for CI")
     bench.add_argument("--device", default="cpu")
+    bench.add_argument("--only", nargs="+", default=None, metavar="SECTION",
+                       help="run only these sections (update, query, ingestion, cold_start, scale, memory)")
     bench.set_defaults(run=cmd_bench)
     return parser
 

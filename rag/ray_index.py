@@ -1,7 +1,8 @@
 """``sanad index DIR --ray [ADDRESS]``: read, chunk and embed on Ray Data; the store is written here.
 
 The files that changed since the last update (as `rag.ingest.scan_corpus` decides) are read by
-Ray tasks, their new or changed articles chunked by a ``flat_map`` with Sanad's own chunker, and
+Ray tasks, their new or changed articles chunked (and stemmed for BM25) by a ``flat_map`` with
+Sanad's own chunker, and
 the chunks, sorted by length (longest first, so a batch pads little), embedded by a pool of
 actors that each hold one `Embedder`. The driver then writes the segment through
 `rag.store.update_index` (its ``prepare`` hook), so the index is the single-process one: the same
@@ -13,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
+from rag.arabic import terms
 from rag.chunking import chunk_article
 from rag.config import SanadConfig
 from rag.errors import ConfigError
@@ -42,7 +45,7 @@ class RayIndexer:
                      runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}}, **local)
         self.cpus_per_actor = cpus_per_actor
         self.actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // (cpus_per_actor + 1))
-        self.last_embedding = {}  # chunks and seconds of the last embedding pass (for the bench)
+        self.last_embedding = {}  # chunks, seconds, and seconds the actors spent encoding, of the last pass
 
     def read(self, paths: list[Path], root: Path) -> list[list[Article]]:
         import ray
@@ -55,8 +58,6 @@ class RayIndexer:
         return [by_position[i] for i in range(len(paths))]
 
     def prepare(self, articles: list[Article]) -> list[Prepared]:
-        import time
-
         import ray
 
         chunk_config = dataclasses.asdict(self.config.chunk)
@@ -68,7 +69,7 @@ class RayIndexer:
                                       batch_size=EMBED_SLICE, concurrency=self.actors,
                                       num_cpus=self.cpus_per_actor).take_all()
         self.last_embedding = {"chunks": len(embedded), "seconds": time.perf_counter() - started,
-                               "actors": self.actors}
+                               "actor_seconds": float(sum(row["encode_s"] for row in embedded)), "actors": self.actors}
         by_article: dict[int, list[dict]] = {}
         for row in embedded:
             by_article.setdefault(int(row["at"]), []).append(row)
@@ -77,7 +78,8 @@ class RayIndexer:
             parts = sorted(by_article.get(i, []), key=lambda row: int(row["position"]))
             chunks = tuple(_chunk(article, row) for row in parts)
             vectors = np.array([row["vector"] for row in parts], np.float32).reshape(len(parts), -1)
-            prepared.append(Prepared(article, content_hash(article), chunks, vectors))
+            prepared.append(Prepared(article, content_hash(article), chunks, vectors,
+                                     tuple(json.loads(row["terms"]) for row in parts)))
         return prepared
 
 
@@ -92,7 +94,8 @@ def _chunk_rows(row: dict) -> list[dict]:
     article = Article(**json.loads(row["article"]))
     chunks = chunk_article(article, ChunkConfig(**json.loads(row["chunk_config"])))
     return [{"at": row["at"], "position": j, "text": chunk.text, "length": len(chunk.text), "start": chunk.start,
-             "end": chunk.end, "sentences": json.dumps([[s.start, s.end] for s in chunk.sentences])}
+             "end": chunk.end, "sentences": json.dumps([[s.start, s.end] for s in chunk.sentences]),
+             "terms": json.dumps(terms(chunk.text), ensure_ascii=False)}  # BM25's stemming, done on the workers too
             for j, chunk in enumerate(chunks)]
 
 
@@ -111,5 +114,7 @@ class _Embed:
         self.embedder = Embedder(config.embed, config.cache_dir)
 
     def __call__(self, batch: dict) -> dict:
+        started = time.perf_counter()
         batch["vector"] = self.embedder.encode_passages([str(text) for text in batch["text"]])
+        batch["encode_s"] = np.full(len(batch["text"]), (time.perf_counter() - started) / len(batch["text"]))
         return batch

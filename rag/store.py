@@ -79,6 +79,7 @@ class Prepared:
     hash: str
     chunks: tuple[Chunk, ...]
     vectors: np.ndarray  # (len(chunks), dim) float32
+    terms: tuple[list[str], ...] | None = None  # `rag.arabic.terms` of each chunk, if already made elsewhere
 
 
 # --- one segment ------------------------------------------------------------------------
@@ -749,7 +750,8 @@ def _segment_data(prepared: list[Prepared], first_key: int) -> SegmentData:
         chunk_rows += [(article_row, c.start, c.end, position[(c.sentences[0].start, c.sentences[0].end)],
                         position[(c.sentences[-1].start, c.sentences[-1].end)] + 1) for c in item.chunks]
         counts.append(len(item.chunks))
-    chunk_terms = [terms(chunk.text) for item in prepared for chunk in item.chunks]
+    chunk_terms = [words for item in prepared
+                   for words in (item.terms if item.terms is not None else [terms(c.text) for c in item.chunks])]
     vectors = [np.asarray(item.vectors, np.float32) for item in prepared]
     dim = vectors[0].shape[1] if vectors else 0
     return SegmentData(

@@ -151,7 +151,7 @@ class Index:
         self.manifest = manifest
         self.segments = segments
         self.store = StoreConfig(**manifest["store"])
-        self._alive, self._live_rows, self._global_rows, starts, sentence_starts = [], [], [], [], []
+        self._alive, self._live, self._live_rows, self._global_rows, starts, sentence_starts = [], [], [], [], [], []
         rows = sentences = 0
         for segment, dead_rows in zip(segments, dead):
             alive = None
@@ -165,6 +165,7 @@ class Index:
                 global_rows = np.full(len(segment), -1, np.int64)
                 global_rows[live_rows] = rows + np.arange(len(live_rows))
             self._alive.append(alive)
+            self._live.append(live)
             self._live_rows.append(live_rows)
             self._global_rows.append(global_rows)
             starts.append(rows)
@@ -173,10 +174,11 @@ class Index:
             sentences += len(segment.sentence_table)
         self._size = rows
         self._starts, self._sentence_starts = np.array(starts, np.int64), np.array(sentence_starts, np.int64)
-        self._scorer = bm25.Scorer([bm25.Part(s.postings, None if a is None else s.live_chunks(a), g, int(b))
-                                    for s, a, g, b in zip(segments, self._alive, self._global_rows, starts)])
+        self._scorer = bm25.Scorer([bm25.Part(s.postings, live, rows, int(base)) for s, live, rows, base
+                                    in zip(segments, self._live, self._global_rows, starts)])
         self._searcher = searcher or FaissSearcher(self)
         self._articles_cache: dict[tuple[int, int], Article] = {}
+        self._sentence_vector_cache: dict[int, np.ndarray] = {}  # transitional, see `sentence_vectors`
 
     def __len__(self) -> int:
         return self._size
@@ -193,7 +195,7 @@ class Index:
                 rows[ids[row]] = (number, row)
         return rows
 
-    @property
+    @functools.cached_property
     def articles(self) -> "ArticleList":
         return ArticleList(self)
 
@@ -352,8 +354,6 @@ class _SentenceVectors:
     """Sentence vectors embedded when asked for (the index no longer stores them); needs the
     embedder that `update_index` attaches. Transitional, for rag/evidence.py and rag/llm.py."""
 
-    cache: dict = {}
-
     def __init__(self, index: Index):
         self._index = index
 
@@ -361,14 +361,14 @@ class _SentenceVectors:
         embedder = getattr(self._index, "embedder", None)
         if embedder is None:
             raise StoreError("sentence vectors are no longer stored; embed the sentences instead")
-        key = lambda row: (id(self._index), int(row))  # noqa: E731
-        missing = [int(row) for row in rows if key(row) not in self.cache]
+        cache = self._index._sentence_vector_cache
+        if len(cache) > 20_000:
+            cache.clear()
+        missing = list(dict.fromkeys(int(row) for row in rows if int(row) not in cache))
         if missing:
-            if len(self.cache) > 20_000:
-                self.cache.clear()
             vectors = embedder.encode_passages([self._index.sentence(row).text for row in missing])
-            self.cache.update((key(row), vector) for row, vector in zip(missing, vectors))
-        return np.array([self.cache[key(row)] for row in rows], np.float32).reshape(-1, self._index.dim)
+            cache.update(zip(missing, vectors))
+        return np.array([cache[int(row)] for row in rows], np.float32).reshape(-1, self._index.dim)
 
 
 class _SentenceArticles:
@@ -427,8 +427,7 @@ class FaissSearcher:
 
         self.index = index
         self.params = []
-        for segment, alive in zip(index.segments, index._alive):
-            live = segment.live_chunks(alive)
+        for live in index._live:
             selector = None
             if live is not None:
                 bitmap = np.packbits(live, bitorder="little")

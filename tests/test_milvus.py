@@ -9,13 +9,11 @@ import json
 
 import pytest
 
-pytest.importorskip("milvus_lite")
-
-from rag.chatbot import ChatBot  # noqa: E402
-from rag.config import REPO_ROOT  # noqa: E402
-from rag.errors import ConfigError  # noqa: E402
-from rag.config import load_config  # noqa: E402
-from rag.store import manifest_for, open_index, update_index  # noqa: E402
+from rag.chatbot import ChatBot
+from rag.config import REPO_ROOT, load_config
+from rag.errors import ConfigError
+from rag.milvus import client
+from rag.store import manifest_for, open_index, update_index
 
 GOLD = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
 
@@ -63,9 +61,9 @@ def test_updates_reach_milvus_and_a_reopened_index_searches_it(milvus_bot, milvu
     scores, rows = reopened.search(vector, len(reopened))
     assert len(rows) == len(reopened) == len(index)  # every live chunk once, none of the deleted article's
     assert {reopened.chunk(int(r)).article_id for r in rows} == {a.id for a in kept}
-    client = __import__("rag.milvus", fromlist=["client"]).client(str(index_dir / "milvus.db"))
-    assert client.query(reopened.manifest["milvus_collection"], filter="key >= 0", output_fields=["count(*)"])[0][
-        "count(*)"] == len(reopened)  # the deleted article's rows are gone from Milvus too
+    rows = client(str(index_dir / "milvus.db")).query(reopened.manifest["milvus_collection"], filter="key >= 0",
+                                                      output_fields=["count(*)"])
+    assert rows[0]["count(*)"] == len(reopened)  # the deleted article's rows are gone from Milvus too
 
 
 def test_unknown_backend_is_a_config_error():

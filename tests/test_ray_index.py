@@ -9,13 +9,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
-pytest.importorskip("ray")
-
-from rag.chatbot import default_index_dir  # noqa: E402
-from rag.config import REPO_ROOT  # noqa: E402
-from rag.store import manifest_for, open_index  # noqa: E402
+from rag.chatbot import default_index_dir
+from rag.config import REPO_ROOT
+from rag.store import manifest_for, open_index
 
 
 def test_ray_index_equals_the_single_process_index(seeds_corpus_copy, seeds_index, config, embedder, tmp_path):

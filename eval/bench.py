@@ -43,6 +43,7 @@ SENTENCES_PER_CHUNK, CHUNK_STRIDE, CHUNKS_PER_ARTICLE = 4, 3, 4  # synthetic chu
 SPREAD = 1.6  # synthetic chunk vector = centroid + SPREAD * (mean of its sentence vectors - centroid)
 NOISE = 0.05  # norm of the noise then added, relative to the vector's norm
 GENERATOR_VERSION = 3  # 3: written through update_index (segments)
+BUILD_CHUNKS = 250_000  # chunks per update while a synthetic index is built (memory: ~1 GiB per 100k chunks)
 
 
 @dataclass(frozen=True)
@@ -306,10 +307,12 @@ def synthetic_articles(count: int, pool: list[str], seed: int) -> list[tuple[str
     return articles
 
 
-def write_records(folder: Path, articles, per_file: int = 2000) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    for part, at in enumerate(range(0, len(articles), per_file)):
+def write_records(folder: Path, articles, per_file: int = 2000, first_part: int = 0) -> None:
+    """JSONL files of ``per_file`` articles, numbered from ``first_part`` (0: the folder is emptied first)."""
+    if first_part == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, at in enumerate(range(0, len(articles), per_file), start=first_part):
         lines = (json.dumps({"title": text.split(".")[0][:80], "text": text}, ensure_ascii=False)
                  for text, _ in articles[at:at + per_file])
         (folder / f"part-{part:04d}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -355,19 +358,26 @@ def synthetic_prepared(articles, stored, pool: list[str], pool_vectors: np.ndarr
     return prepared
 
 
-def write_synthetic_index(folder: Path, index_dir: Path, articles, pool, pool_vectors: np.ndarray, model: dict,
-                          seed: int):
-    """The index of the synthetic corpus, through `update_index` (its chunks and vectors made here)."""
+def write_synthetic_index(folder: Path, index_dir: Path, chunks: int, pool, pool_vectors: np.ndarray, model: dict):
+    """The synthetic corpus and its index, written through `update_index` (chunks and vectors made
+    here) in updates of at most `BUILD_CHUNKS` chunks, as an archive grows: each adds a file batch
+    that the scan reads while it keeps the earlier files unread."""
     from rag import store
     from rag.ingest import scan_corpus
 
     config = config_for("hnsw")
-    scan = scan_corpus(folder, {})
-    assert [a.text for a in scan.articles] == [text for text, _ in articles], "corpus did not round-trip"
     shutil.rmtree(index_dir, ignore_errors=True)
     stamp = ModelStamp(model["model_id"], model["fingerprint"], model["dim"])
-    store.update_index(index_dir, scan.articles, stamp, config, files=scan.files,
-                       prepare=lambda fresh: synthetic_prepared(articles, fresh, pool, pool_vectors, seed))
+    total = -(-chunks // CHUNKS_PER_ARTICLE)
+    per_update = BUILD_CHUNKS // CHUNKS_PER_ARTICLE
+    for number, at in enumerate(range(0, total, per_update)):
+        seed = chunks if number == 0 else chunks * 1000 + number
+        articles = synthetic_articles(min(per_update, total - at), pool, seed=seed)
+        write_records(folder, articles, first_part=number * -(-per_update // 2000))
+        scan = scan_corpus(folder, store.files_table(index_dir))
+        assert [a.text for a in scan.articles] == [text for text, _ in articles], "corpus did not round-trip"
+        store.update_index(index_dir, scan.articles, stamp, config, unchanged=scan.unchanged, files=scan.files,
+                           prepare=lambda fresh: synthetic_prepared(articles, fresh, pool, pool_vectors, seed))
 
 
 def synthetic_corpus(work: Path, chunks: int, pool: list[str], pool_vectors, model: dict) -> tuple[Path, Path]:
@@ -379,9 +389,7 @@ def synthetic_corpus(work: Path, chunks: int, pool: list[str], pool_vectors, mod
     if key_file.exists() and key_file.read_text() == key and (index_dir / "current").exists():
         return folder, index_dir
     say(f"writing a synthetic corpus of {chunks:,} chunks (once; reused by later runs)")
-    articles = synthetic_articles(-(-chunks // CHUNKS_PER_ARTICLE), pool, seed=chunks)
-    write_records(folder, articles)
-    write_synthetic_index(folder, index_dir, articles, pool, pool_vectors, model, seed=chunks)
+    write_synthetic_index(folder, index_dir, chunks, pool, pool_vectors, model)
     key_file.write_text(key)
     return folder, index_dir
 

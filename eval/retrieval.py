@@ -1,7 +1,9 @@
 """Retrieval quality: recall@k and MRR of the gold article for dense, BM25 and hybrid search.
 
 Also the chunk-size sweep behind ``ChunkConfig.chunk_tokens``:
-``python -m eval.retrieval --sweep 96 128 160 224 320`` builds an XQuAD index per size.
+``python -m eval.retrieval --sweep 96 128 160 224 320`` builds an XQuAD index per size; and
+``python -m eval.retrieval --backends`` measures the FAISS and the Milvus (Lite) backends side by
+side: XQuAD retrieval, and the chunks each retrieves for every question of the seed gold set.
 """
 from __future__ import annotations
 
@@ -69,9 +71,43 @@ def sweep(sizes: list[int], out: Path) -> list[dict]:
     return rows
 
 
+def compare_backends(out: Path) -> dict:
+    """XQuAD recall per backend and retrieval mode, and whether both retrieve the same top 5
+    chunks (hybrid, as the chatbot asks) for each seed gold question."""
+    from eval import xquad
+    from rag.chatbot import ChatBot
+    from rag.config import DEFAULT_CORPUS, REPO_ROOT, load_config
+
+    records, questions = xquad.load()
+    corpus = xquad.write_corpus(records, out / "xquad_corpus")
+    gold = [json.loads(line)["question"] for line in
+            (REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    result, retrieved = {}, {}
+    for backend in ("faiss", "milvus"):
+        config = load_config().replace(store={"backend": backend})
+        bot = ChatBot(corpus=corpus, config=config, index_dir=out / f"xquad-{backend}")
+        result[backend] = xquad_retrieval(bot, questions)
+        seeds = ChatBot(corpus=DEFAULT_CORPUS, config=config, index_dir=out / f"seeds-{backend}")
+        vectors = seeds.embedder.encode_queries(gold)
+        retrieved[backend] = [[(h.chunk.article_id, h.chunk.start, h.chunk.end)
+                               for h in seeds.retrieve(q, top_k=5, query_vector=v)] for q, v in zip(gold, vectors)]
+        print(json.dumps({backend: result[backend]}, ensure_ascii=False), flush=True)
+    same = sum(a == b for a, b in zip(retrieved["faiss"], retrieved["milvus"]))
+    result["recall@5_difference"] = {lang: {mode: round(abs(result["faiss"][lang][mode]["R@5"] -
+                                                            result["milvus"][lang][mode]["R@5"]), 3)
+                                            for mode in MODES} for lang in ("ar", "en")}
+    result["seed_gold_same_top5"] = {"same": same, "questions": len(gold)}
+    print(json.dumps({k: result[k] for k in ("recall@5_difference", "seed_gold_same_top5")}), flush=True)
+    return result
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sweep", type=int, nargs="+", default=[96, 128, 160, 224, 320])
-    parser.add_argument("--out", type=Path, default=Path("eval/out/sweep"))
+    parser.add_argument("--backends", action="store_true", help="compare the FAISS and Milvus backends instead")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    sweep(args.sweep, args.out)
+    if args.backends:
+        compare_backends(args.out or Path("eval/out/backends"))
+    else:
+        sweep(args.sweep, args.out or Path("eval/out/sweep"))

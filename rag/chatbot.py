@@ -12,9 +12,9 @@ from typing import Iterator, Sequence
 
 from rag.config import DEFAULT_CORPUS, SanadConfig, load_config
 from rag.errors import ConfigError, CorpusError, QuestionError
-from rag.ingest import SUFFIXES, read_file, scan_corpus
-from rag.store import Progress, UpdateReport, update_index
-from rag.types import Answer, Article, Corpus, Hit
+from rag.ingest import SUFFIXES, Scan, read_file, scan_corpus
+from rag.store import Progress, UpdateReport, files_table, update_index
+from rag.types import Answer, Article, Hit
 
 UPLOADS = "uploads"  # folder inside the index folder that holds articles added through the UI
 History = Sequence[tuple[str, "str | Answer"]]
@@ -29,10 +29,11 @@ class ChatBot:
 
     def __init__(self, corpus: str | Path | None = None, config: SanadConfig | None = None,
                  llm=None, index_dir: str | Path | None = None, progress: Progress | None = None,
-                 articles: Sequence[Article] = (), strict: bool = False):
+                 articles: Sequence[Article] = (), strict: bool = False, prepare=None, read=None):
         """``articles``: articles held in memory (llama-index `Document`s become these, see
         `from_documents`), with or without a corpus folder. ``strict``: one unreadable file in the folder
-        stops everything (by default it is skipped and listed in ``last_update.skipped``)."""
+        stops everything (by default it is skipped and listed in ``last_update.skipped``). ``prepare``
+        and ``read``: chunk and embed, and read files, elsewhere (`rag.ray_index`)."""
         from rag.answer import Answerer
         from rag.embeddings import Embedder
         from rag.reader import Reader
@@ -43,10 +44,11 @@ class ChatBot:
         self.index_dir = Path(index_dir) if index_dir else (
             default_index_dir(self.config, self.corpus) if self.corpus else documents_index_dir(self.config, articles))
         self.strict = strict
-        corpus_read = self._scan()  # a bad corpus fails here, before the model is loaded
+        self._prepare, self._read = prepare, read
+        scan = self._scan()  # a bad corpus fails here, before the model is loaded
         self.embedder = Embedder(self.config.embed, self.config.cache_dir)
         self._lock = threading.Lock()  # one index update at a time; readers use the current snapshot
-        self.index, self.last_update = self._update(progress, corpus_read)
+        self.index, self.last_update = self._update(progress, scan)
         if llm is None and self.config.answer.mode == "llm":
             from rag.llm import from_config
 
@@ -235,21 +237,24 @@ class ChatBot:
                               f"delete its file there and run `sanad index`")
         raise CorpusError(f"{article_id!r} is not an uploaded article; uploaded: {', '.join(self.uploads) or 'none'}")
 
-    def _update(self, progress: Progress | None, corpus_read: Corpus | None = None):
-        corpus_read = corpus_read or self._scan()
-        index, report = update_index(self.index_dir, list(corpus_read.articles), self.embedder, self.config, progress)
-        return index, dataclasses.replace(report, skipped=corpus_read.skipped)
+    def _update(self, progress: Progress | None, scan: Scan | None = None):
+        scan = scan or self._scan()
+        index, report = update_index(self.index_dir, scan.articles, self.embedder, self.config, progress,
+                                     unchanged=scan.unchanged, files=scan.files, prepare=self._prepare)
+        return index, dataclasses.replace(report, skipped=scan.skipped)
 
-    def _scan(self) -> Corpus:
-        """The corpus folder's articles and skipped files, then the uploads (ids under ``uploads/``)."""
-        corpus_read = scan_corpus(self.corpus, strict=self.strict) if self.corpus else Corpus((), ())
-        corpus_read = Corpus(corpus_read.articles + tuple(self._documents.values()), corpus_read.skipped)
+    def _scan(self) -> Scan:
+        """The corpus folder (reading only files whose size or mtime changed since the last update), the
+        articles held in memory, then the uploads (ids under ``uploads/``); unreadable files are listed."""
+        known = files_table(self.index_dir)
+        scan = scan_corpus(self.corpus, known, read=self._read, strict=self.strict) if self.corpus else Scan([], [], {})
+        scan = dataclasses.replace(scan, articles=scan.articles + list(self._documents.values()))
         uploads = self.index_dir / UPLOADS
         if not uploads.is_dir() or not any(p.is_file() and not p.name.startswith(".") for p in uploads.iterdir()):
-            return corpus_read
-        uploaded = scan_corpus(uploads)
-        return Corpus(corpus_read.articles + tuple(dataclasses.replace(a, id=f"{UPLOADS}/{a.id}") for a in uploaded.articles),
-                      corpus_read.skipped + tuple((f"{UPLOADS}/{file}", reason) for file, reason in uploaded.skipped))
+            return scan
+        more = scan_corpus(uploads, known, prefix=f"{UPLOADS}/", read=self._read)
+        return Scan(scan.articles + more.articles, scan.unchanged + more.unchanged, {**scan.files, **more.files},
+                    scan.skipped + more.skipped)
 
 
 def check_question(question, limit: int) -> str:

@@ -34,7 +34,14 @@ def _progress_bar():
 def cmd_index(args) -> int:
     from rag.chatbot import ChatBot
 
-    bot = ChatBot(corpus=args.corpus, progress=_progress_bar(), strict=args.strict)
+    hooks = {}
+    if args.ray is not None:
+        from rag.config import load_config
+        from rag.ray_index import RayIndexer
+
+        indexer = RayIndexer(load_config(), address=None if args.ray == "local" else args.ray)
+        hooks = {"read": indexer.read, "prepare": indexer.prepare}
+    bot = ChatBot(corpus=args.corpus, progress=_progress_bar(), strict=args.strict, **hooks)
     report = bot.last_update
     count = len(report.skipped)
     skipped = f", skipped {count} file{'s' if count != 1 else ''}" if count else ""
@@ -105,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("corpus", nargs="?", type=Path, default=None, help="folder of articles (default: seeds/)")
     index.add_argument("--strict", action="store_true",
                        help="stop at the first unreadable file instead of skipping it (all or nothing)")
+    index.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="read, chunk and embed on Ray Data: a local Ray, or the cluster at ADDRESS")
     index.set_defaults(run=cmd_index)
 
     remove = commands.add_parser("remove", help="remove an uploaded article from the index")
@@ -139,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("bench/out"))
     bench.add_argument("--smoke", action="store_true", help="a tiny, quick version for CI")
     bench.add_argument("--device", default="cpu")
+    bench.add_argument("--only", nargs="+", default=None, metavar="SECTION",
+                       help="run only these sections (update, query, ingestion, cold_start, scale, memory)")
     bench.set_defaults(run=cmd_bench)
     return parser
 

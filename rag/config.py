@@ -43,6 +43,8 @@ class ChunkConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
+    backend: str = "faiss"  # "faiss" (files in the index folder) or "milvus" (a Milvus server, or Milvus Lite)
+    milvus_uri: str | None = None  # a Milvus server ("http://host:19530") or a Lite file; None: milvus.db in the index folder
     index: str = "flat"  # "flat" (exact), "hnsw" or "ivf" (approximate, for large corpora)
     hnsw_m: int = 32
     hnsw_ef_search: int = 384  # recall@10 1.000 vs exact at 100k chunks, retrieval ~4.4 ms (`sanad bench`)
@@ -96,6 +98,7 @@ class SanadConfig:
             raise ConfigError(f"embed.batch_size must be a positive integer, got {self.embed.batch_size!r}")
         _check(self.chunk.encoding, ("o200k_base", "cl100k_base"), "chunk.encoding")
         _check(self.store.index, ("flat", "hnsw", "ivf"), "store.index")
+        _check(self.store.backend, ("faiss", "milvus"), "store.backend")
         _check(self.answer.mode, ("extractive", "llm"), "answer.mode")
         if not 16 <= self.chunk.chunk_tokens <= 500:
             raise ConfigError(f"chunk.chunk_tokens must be between 16 and 500 (the model reads 512), got {self.chunk.chunk_tokens}")
@@ -117,7 +120,7 @@ class SanadConfig:
 
 _ALIASES = {"SANAD_EMBED_MODEL": ("embed", "model"), "SANAD_LLM_BASE_URL": ("llm", "base_url"),
             "SANAD_LLM_MODEL": ("llm", "model"), "SANAD_CHUNK_TOKENS": ("chunk", "chunk_tokens"),
-            "SANAD_INDEX": ("store", "index")}
+            "SANAD_INDEX": ("store", "index"), "SANAD_MILVUS_URI": ("store", "milvus_uri")}
 
 
 def _check(value, allowed, name):

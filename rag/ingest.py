@@ -12,13 +12,14 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rag.errors import CorpusError
 from rag.formats import DOCX_SUFFIXES, PDF_SUFFIXES, docx_text, pdf_text
-from rag.types import Article, Corpus
+from rag.types import Article
 
 TEXT_SUFFIXES = (".txt", ".md")
 HTML_SUFFIXES = (".html", ".htm")
@@ -34,51 +35,94 @@ LEGACY_ENCODINGS = ["cp1256", "iso8859_6"]  # still common for Arabic text; the 
 
 def read_corpus(root: str | Path) -> list[Article]:
     """All articles under ``root``; the first unreadable file raises `CorpusError` (all or nothing)."""
-    return list(scan_corpus(root, strict=True).articles)
+    return scan_corpus(root, strict=True).articles
 
 
-def scan_corpus(root: str | Path, strict: bool = False) -> Corpus:
-    """The articles under ``root`` (recursive, sorted by path, hidden files left out) and the files skipped.
+@dataclass(frozen=True)
+class Scan:
+    """A corpus folder compared with what the index recorded of its files."""
 
-    A file that cannot be read, has no text or has an unsupported type is listed in ``skipped``
-    as ``(path relative to root, reason)``; with ``strict`` an unreadable file raises instead.
-    """
-    root = Path(root)
+    articles: list[Article]  # read from the files that are new or changed
+    unchanged: list[str]  # ids of the articles in files whose size and mtime are as recorded
+    files: dict[str, list]  # the table to record now: path -> [size, mtime_ns, [article ids]]
+    skipped: tuple[tuple[str, str], ...] = ()  # (path relative to the root, reason) of each file left out
+
+
+# Reads files elsewhere (e.g. on Ray): one entry per path, its articles or the reason it cannot be read.
+Reader = Callable[[list[Path], Path], list["list[Article] | str"]]
+
+
+def corpus_files(root: Path) -> list[Path]:
+    """Every file under ``root`` (recursive, sorted by path, hidden files left out)."""
     if not root.exists():
         raise CorpusError(f"corpus folder not found: {root}")
     if root.is_file():
-        return Corpus(tuple(read_file(root, root.parent)))
-    files = sorted(p for p in root.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    articles, skipped = [], []
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def read_files(paths: list[Path], root: Path) -> list[list[Article] | str]:
+    """Each file's articles, or the reason it cannot be read (a `CorpusError`'s message without the name)."""
+    found: list[list[Article] | str] = []
+    for path in paths:
+        try:
+            found.append(list(read_file(path, root)))
+        except CorpusError as exc:
+            found.append(str(exc).removeprefix(f"{path.name}: "))
+    return found
+
+
+def scan_corpus(root: str | Path, known: dict | None = None, prefix: str = "", read: Reader | None = None,
+                strict: bool = False) -> Scan:
+    """The articles of the files under ``root`` that are new or changed since ``known`` (a `Scan.files`
+    table from the last update; the other files' article ids come from the table), and the files left out.
+
+    A file that cannot be read, has no text or has an unsupported type is listed in ``skipped`` with the
+    reason; with ``strict`` an unreadable file raises instead. ``prefix`` goes before every id and path;
+    ``read(paths, root)`` reads the files elsewhere (e.g. on Ray).
+    """
+    root, known = Path(root), known or {}
+    files = corpus_files(root)
+    base = root.parent if root.is_file() else root
+    table, unchanged, to_read, skipped = {}, [], [], []
     for path in files:
-        relative = path.relative_to(root).as_posix()
+        key = prefix + path.relative_to(base).as_posix()
         if path.suffix.lower() not in SUFFIXES:
-            skipped.append((relative, f"unsupported file type {path.suffix or '(none)'}"))
+            skipped.append((key, f"unsupported file type {path.suffix or '(none)'}"))
             continue
         try:
-            found = list(read_file(path, root))
-        except CorpusError as exc:
+            stat = path.stat()
+        except OSError as exc:
+            raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+        entry = known.get(key)
+        if isinstance(entry, list) and len(entry) == 3 and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
+            table[key] = entry
+            unchanged += entry[2]
+        else:
+            to_read.append((path, key, [stat.st_size, stat.st_mtime_ns]))
+    articles = []
+    for (path, key, stat), found in zip(to_read, (read or read_files)([path for path, _, _ in to_read], base)):
+        if isinstance(found, str):
             if strict:
-                raise
-            skipped.append((relative, _reason(exc, path)))
+                raise CorpusError(f"{path.name}: {found}")
+            skipped.append((key, found))
             continue
-        articles += found
         if not found:
-            skipped.append((relative, "no text"))
-    if not articles:
+            skipped.append((key, "no text"))
+            continue
+        if prefix:
+            found = [Article(**{**article.__dict__, "id": prefix + article.id}) for article in found]
+        table[key] = [*stat, [article.id for article in found]]
+        articles += found
+    if not articles and not unchanged:
         if not any(path.suffix.lower() in SUFFIXES for path in files):
             raise CorpusError(f"no articles in {root}: expected files ending in {', '.join(SUFFIXES)}")
         if all(reason == "no text" for _, reason in skipped):
             raise CorpusError(f"every file in {root} is empty")
         listed = "; ".join(f"{file}: {reason}" for file, reason in skipped[:5])
         raise CorpusError(f"no readable articles in {root} ({listed}{'; …' if len(skipped) > 5 else ''})")
-    return Corpus(tuple(articles), tuple(skipped))
-
-
-def _reason(exc: CorpusError, path: Path) -> str:
-    """The message of a file's error without its leading "name: "."""
-    return str(exc).removeprefix(f"{path.name}: ")
+    return Scan(articles, unchanged, dict(sorted(table.items())), tuple(skipped))
 
 
 def read_file(path: Path, root: Path) -> Iterator[Article]:

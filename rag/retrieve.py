@@ -30,23 +30,12 @@ class Retriever:
 
     def bm25(self, question: str, top_k: int) -> list[tuple[int, float]]:
         """(chunk row, BM25 score) pairs with a positive score, best first."""
-        query_terms = terms(question)
-        if not query_terms or len(self.index) == 0:
-            return []
-        scores = self.index.bm25.get_scores(query_terms)
-        top_k = min(top_k, len(scores))
-        rows = np.argpartition(-scores, top_k - 1)[:top_k]
-        rows = rows[np.argsort(-scores[rows], kind="stable")]
-        return [(int(row), float(scores[row])) for row in rows if scores[row] > 0]
+        return self.index.bm25_search(terms(question), top_k)
 
     def lexical_weight(self, question: str) -> float:
         """Share of the question's terms that occur in the corpus: an English question over
         Arabic articles shares almost none, so its BM25 list (noise) barely counts."""
-        query_terms = terms(question)
-        if not query_terms:
-            return 0.0
-        vocabulary = self.index.bm25.vocab_dict
-        return sum(term in vocabulary for term in query_terms) / len(query_terms)
+        return self.index.lexical_coverage(terms(question))
 
     def search(self, question: str, query_vector: np.ndarray | None, top_k: int | None = None,
                mode: str | None = None) -> list[Hit]:

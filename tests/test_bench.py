@@ -15,7 +15,7 @@ import pytest
 from eval import bench
 from rag.config import REPO_ROOT
 
-SECTIONS = ("query", "ingestion", "cold_start", "scale", "memory")
+SECTIONS = ("update", "query", "ingestion", "cold_start", "scale", "memory")
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,9 @@ def test_ingestion_compares_with_llama_index_on_the_same_chunks(report):
     for corpus in ("xquad-ar", "synthetic"):
         result = report["sections"]["ingestion"][corpus]
         assert result["chunks"] > 0 and result["sentences"] >= result["chunks"] // 2
+        ray = {"ray_index", "ray_embedding", "ray_per_actor"} if corpus == "xquad-ar" else set()
         assert set(result["chunks_per_s"]) == {"llama_index", "llama_index_same_threads", "sanad_chunk_pass",
-                                               "sanad_index"}
+                                               "sanad_index"} | ray
         assert set(result["speedup"]) == {f"{sanad}_vs_{base}" for sanad in ("sanad_chunk_pass", "sanad_index")
                                           for base in ("llama_index", "llama_index_same_threads")}
 
@@ -89,10 +90,19 @@ def test_cold_start_scale_and_memory(report):
     assert set(report["goals"]) and all(isinstance(met, bool) for met in report["goals"].values())
 
 
+def test_update_section_adds_articles_to_every_scale_index(report):
+    corpora = report["sections"]["update"]["corpora"]
+    assert list(corpora) == [str(n) for n in bench.SMOKE.scale_chunks]
+    for result in corpora.values():
+        assert result["articles"] == bench.SMOKE.update_articles and result["new_chunks"] >= result["articles"]
+        assert result["update_s"]["median"] > 0 and result["embed_s"]["median"] > 0
+        assert result["open_rss_mib"]["median"] >= result["model_rss_mib"]["median"] > 0
+
+
 def test_markdown_and_plot_are_written(smoke, report):
     _, out, _ = smoke
     markdown = (out / "bench.md").read_text(encoding="utf-8")
-    for heading in ("## Query path", "## Ingestion", "## Cold start", "## Scale", "## Memory", "## Goals"):
+    for heading in ("## Updates", "## Query path", "## Ingestion", "## Cold start", "## Scale", "## Memory", "## Goals"):
         assert heading in markdown
     assert report["machine"]["cpu"] in markdown and "sanad bench --smoke" in markdown
     assert all(line.count("|") >= 3 for line in markdown.splitlines() if line.startswith("|"))

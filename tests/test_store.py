@@ -19,6 +19,7 @@ import pytest
 from rag import __version__
 from rag.errors import IndexMismatchError, SanadError, StoreError
 from rag.ingest import content_hash, read_corpus
+from rag import store
 from rag.store import FORMAT_VERSION, build_faiss, manifest_for, open_index, update_index
 from rag.types import Article
 
@@ -57,16 +58,24 @@ def expected_manifest(config, embedder) -> dict:
     return manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim)
 
 
-def article_rows(index, article_id: str) -> np.ndarray:
-    return index.chunk_table[:, 0] == index.article_rows[article_id]
+def article_rows(index, article_id: str) -> list[int]:
+    return [row for row in range(len(index)) if index.chunk(row).article_id == article_id]
 
 
-def sentence_rows(index, article_id: str) -> np.ndarray:
-    return index.sentence_table[:, 0] == index.article_rows[article_id]
+def article_vectors(index, article_id: str) -> bytes:
+    return index.chunk_vectors(article_rows(index, article_id)).tobytes()
 
 
 def version_dirs(index_dir: Path) -> list[str]:
     return sorted(p.name for p in index_dir.iterdir() if p.name.startswith(("v-", ".tmp-")))
+
+
+def segment_dirs(index_dir: Path) -> list[str]:
+    return sorted(p.name for p in (index_dir / "segments").iterdir())
+
+
+def faiss_total(index) -> int:
+    return sum(segment.faiss_index.ntotal for segment in index.segments)
 
 
 def top_article(index, embedder, question: str) -> str:
@@ -104,10 +113,11 @@ def test_manifest_names_model_settings_and_article_hashes(seeds_index, seeds_art
     assert manifest["dim"] == embedder.dim == 384
     assert manifest["chunking"] == {"encoding": "o200k_base", "chunk_tokens": 160, "overlap_tokens": 40}
     assert manifest["store"]["index"] == "flat"
-    assert manifest["articles"] == {a.id: content_hash(a) for a in seeds_articles}
+    assert seeds_index.article_hashes() == {a.id: content_hash(a) for a in seeds_articles}
+    assert manifest["articles"] == len(seeds_articles)
     assert manifest["sanad_version"] == __version__
-    assert manifest["chunks"] == len(seeds_index) == seeds_index.faiss_index.ntotal
-    assert manifest["sentences"] == len(seeds_index.sentence_table)
+    assert manifest["chunks"] == len(seeds_index) == faiss_total(seeds_index)
+    assert manifest["sentences"] == sum(len(s.sentence_table) for s in seeds_index.segments)
     on_disk = json.loads((seeds_index.path / "manifest.json").read_text(encoding="utf-8"))
     assert on_disk == manifest
 
@@ -136,18 +146,24 @@ def test_chunks_and_sentences_slice_back_from_the_articles(seeds_index, seeds_ar
         assert [seeds_index.sentence(i) for i in seeds_index.sentence_rows(row)] == list(chunk.sentences)
 
 
-def test_vectors_are_normalized_and_match_the_tables(seeds_index):
-    assert seeds_index.chunk_vectors.shape == (len(seeds_index), 384)
-    assert seeds_index.chunk_vectors.dtype == np.float32
-    assert seeds_index.sentence_vectors.shape == (len(seeds_index.sentence_table), 384)
-    np.testing.assert_allclose(np.linalg.norm(seeds_index.chunk_vectors, axis=1), 1.0, atol=1e-4)
-    np.testing.assert_allclose(np.linalg.norm(seeds_index.sentence_vectors.astype(np.float32), axis=1), 1.0, atol=1e-2)
+def test_vectors_are_normalized_and_only_chunks_are_stored(seeds_index):
+    vectors = seeds_index.chunk_vectors()
+    assert vectors.shape == (len(seeds_index), 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    files = {p.name for p in seeds_index.segments[0].path.iterdir()}
+    assert "vectors.npy" in files and not any("sentence_vectors" in name for name in files)
+
+
+def test_tables_and_vectors_are_memory_mapped(seeds_index):
+    segment = seeds_index.segments[0]
+    for array in (segment.chunk_table, segment.sentence_table, segment.vectors, segment.postings.rows):
+        assert isinstance(array, np.memmap)
 
 
 def test_save_load_search_gives_the_same_hits(seeds_bot, seeds_index, config, embedder, question_vectors):
     reopened = open_index(seeds_bot.index_dir, expected_manifest(config, embedder))
     assert reopened is not seeds_index
-    np.testing.assert_array_equal(reopened.chunk_table, seeds_index.chunk_table)
+    assert [reopened.chunk(r) for r in range(len(reopened))] == [seeds_index.chunk(r) for r in range(len(seeds_index))]
     for vector in question_vectors.values():
         before, after = seeds_index.search(vector, 5), reopened.search(vector, 5)
         assert len(after[1]) == 5
@@ -156,7 +172,7 @@ def test_save_load_search_gives_the_same_hits(seeds_bot, seeds_index, config, em
     from rag.arabic import terms
 
     query_terms = terms(KURSK_AR)
-    np.testing.assert_array_equal(reopened.bm25.get_scores(query_terms), seeds_index.bm25.get_scores(query_terms))
+    np.testing.assert_array_equal(reopened.bm25_scores(query_terms), seeds_index.bm25_scores(query_terms))
 
 
 def test_search_finds_a_chunk_from_its_own_text(seeds_index, embedder):
@@ -200,22 +216,22 @@ def test_adding_one_article_embeds_only_that_article(seeds_corpus_copy, seeds_in
 
     assert (report.added, report.changed, report.removed, report.unchanged) == (1, 0, 0, 5)
     assert spy.passages and all(text in NEW_ARTICLE for text in spy.passages)
+    old_segments = segment_dirs(seeds_index_copy)
+    assert [s.name for s in index.segments][:1] == [s.name for s in seeds_index.segments]  # old segment untouched
     for old in seeds_index.articles:  # the other articles' rows and vectors are reused, byte for byte
-        assert index.chunk_vectors[article_rows(index, old.id)].tobytes() == \
-            seeds_index.chunk_vectors[article_rows(seeds_index, old.id)].tobytes()
-        assert index.sentence_vectors[sentence_rows(index, old.id)].tobytes() == \
-            seeds_index.sentence_vectors[sentence_rows(seeds_index, old.id)].tobytes()
-        np.testing.assert_array_equal(index.chunk_table[article_rows(index, old.id)][:, 1:3],
-                                      seeds_index.chunk_table[article_rows(seeds_index, old.id)][:, 1:3])
-    for row in range(len(index)):  # renumbered tables still slice back
+        assert article_vectors(index, old.id) == article_vectors(seeds_index, old.id)
+        assert [(c.start, c.end) for c in map(index.chunk, article_rows(index, old.id))] == \
+            [(c.start, c.end) for c in map(seeds_index.chunk, article_rows(seeds_index, old.id))]
+    for row in range(len(index)):  # the tables still slice back
         chunk = index.chunk(row)
         assert index.article(chunk.article_id).text[chunk.start:chunk.end] == chunk.text
         assert all(index.article(s.article_id).text[s.start:s.end] == s.text for s in chunk.sentences)
-    new_chunks = int(article_rows(index, "005_library.txt").sum())
-    assert len(index) == index.faiss_index.ntotal == len(seeds_index) + new_chunks
+    new_chunks = len(article_rows(index, "005_library.txt"))
+    assert len(index) == faiss_total(index) == len(seeds_index) + new_chunks
     assert top_article(index, embedder, "كم كتابا تضم مكتبة الزيتون في طرابلس؟") == "005_library.txt"
     new_version = os.readlink(seeds_index_copy / "current")
     assert new_version != old_version and version_dirs(seeds_index_copy) == [new_version]  # old version pruned
+    assert len(old_segments) == 2
 
 
 def test_changing_one_article_embeds_only_that_article(tiny_index_dir, config, embedder):
@@ -226,12 +242,12 @@ def test_changing_one_article_embeds_only_that_article(tiny_index_dir, config, e
     assert (report.added, report.changed, report.removed, report.unchanged) == (0, 1, 0, 2)
     assert spy.passages and all(text in changed.text for text in spy.passages)
     assert any("777 ألف طن" in text for text in spy.passages)
-    assert index.manifest["articles"][changed.id] == content_hash(changed) != old.manifest["articles"][changed.id]
+    assert index.article_hashes()[changed.id] == content_hash(changed) != old.article_hashes()[changed.id]
     assert index.article(changed.id).text == changed.text
-    assert any("777 ألف طن" in index.chunk(int(row)).text for row in np.flatnonzero(article_rows(index, changed.id)))
+    assert any("777 ألف طن" in index.chunk(row).text for row in article_rows(index, changed.id))
     for kept in (TINY[0], TINY[2]):
-        assert index.chunk_vectors[article_rows(index, kept.id)].tobytes() == \
-            old.chunk_vectors[article_rows(old, kept.id)].tobytes()
+        assert article_vectors(index, kept.id) == article_vectors(old, kept.id)
+    assert all(index.chunk(row).text in changed.text for row in article_rows(index, changed.id))  # old text gone
 
 
 def test_deleting_one_article_removes_its_chunks(seeds_index_copy, seeds_articles, seeds_index, config, embedder):
@@ -240,8 +256,9 @@ def test_deleting_one_article_removes_its_chunks(seeds_index_copy, seeds_article
     index, report = update_index(seeds_index_copy, [a for a in seeds_articles if a.id != removed_id], spy, config)
     assert (report.added, report.changed, report.removed, report.unchanged) == (0, 0, 1, 4)
     assert spy.passages == []
-    assert removed_id not in index.article_rows and removed_id not in index.manifest["articles"]
-    assert len(index) == index.faiss_index.ntotal == len(seeds_index) - int(article_rows(seeds_index, removed_id).sum())
+    assert removed_id not in index.article_rows and removed_id not in index.article_hashes()
+    assert len(index) == len(seeds_index) - len(article_rows(seeds_index, removed_id))
+    assert segment_dirs(seeds_index_copy) == [s.name for s in seeds_index.segments]  # nothing rewritten
     assert {index.chunk(row).article_id for row in range(len(index))} == set(index.article_rows) - {removed_id}
     scores, rows = index.search(embedder.encode_queries([seeds_index.article(removed_id).text[:300]])[0], len(index))
     assert all(index.chunk(int(row)).article_id != removed_id for row in rows)
@@ -293,7 +310,7 @@ def test_truncated_manifest_is_rebuilt_with_a_message(tiny_index_dir, config, em
     index, report = update_index(tiny_index_dir, TINY, embedder, config)
     assert report.rebuilt_because and "unreadable" in report.rebuilt_because
     assert "Rebuilding the index" in capsys.readouterr().err
-    assert report.added == 3 and len(index) == index.faiss_index.ntotal >= 3
+    assert report.added == 3 and len(index) == faiss_total(index) >= 3
     assert open_index(tiny_index_dir, expected_manifest(config, embedder)).manifest == index.manifest
 
 
@@ -310,7 +327,8 @@ def test_manifest_that_is_not_an_object_is_a_store_error(seeds_index_copy, confi
 
 
 def test_damaged_index_file_is_a_store_error(seeds_index_copy, config, embedder):
-    (seeds_index_copy / "current" / "faiss.index").write_bytes(b"not a faiss index")
+    segment = json.loads((seeds_index_copy / "current" / "manifest.json").read_text())["segments"][0]["name"]
+    (seeds_index_copy / "segments" / segment / "faiss.index").write_bytes(b"not a faiss index")
     with pytest.raises(StoreError, match="damaged"):
         open_index(seeds_index_copy, expected_manifest(config, embedder))
 
@@ -323,16 +341,17 @@ def test_failed_write_keeps_the_current_version(seeds_index_copy, seeds_articles
     vector = question_vectors[KURSK_AR]
     before = open_index(seeds_index_copy, expected_manifest(config, embedder)).search(vector, 5)
 
-    def disk_full(chunk_texts):
+    def disk_full(postings, folder):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("rag.store.build_bm25", disk_full)  # fails after vectors and FAISS are written
+    monkeypatch.setattr("rag.bm25.Postings.save", disk_full)  # fails after the vectors are written
     new = Article("new.txt", "new.txt", "جديد", "خبر جديد عن افتتاح مكتبة في طرابلس.")
     with pytest.raises(StoreError, match="cannot write the index.*No space left"):
         update_index(seeds_index_copy, seeds_articles + [new], embedder, config)
 
     assert os.readlink(seeds_index_copy / "current") == version
     assert version_dirs(seeds_index_copy) == [version]  # no .tmp-* left behind
+    assert len(segment_dirs(seeds_index_copy)) == 1
     reopened = open_index(seeds_index_copy, expected_manifest(config, embedder))
     assert "new.txt" not in reopened.article_rows
     after = reopened.search(vector, 5)
@@ -369,7 +388,7 @@ def test_failed_faiss_write_is_a_store_error_and_leaves_no_temp_dir(seeds_index_
 def test_approximate_indexes_agree_with_flat_on_the_seeds(seeds_index, config, question_vectors, kind):
     import faiss
 
-    vectors = np.asarray(seeds_index.chunk_vectors, np.float32)
+    vectors = seeds_index.chunk_vectors()
     flat = build_faiss(vectors, dataclasses.replace(config.store, index="flat"))
     approximate = build_faiss(vectors, dataclasses.replace(config.store, index=kind))
     assert isinstance(flat, faiss.IndexFlatIP)
@@ -389,13 +408,13 @@ def test_store_index_setting_builds_that_faiss_index(tmp_path, config, embedder,
     index, report = update_index(tmp_path / "index", TINY, embedder, settings)
     reopened = open_index(tmp_path / "index", expected_manifest(settings, embedder))
     for opened in (index, reopened):
-        assert isinstance(opened.faiss_index, getattr(faiss, faiss_class))
-        assert opened.faiss_index.ntotal == len(opened) >= len(TINY)
+        assert isinstance(opened.segments[0].faiss_index, getattr(faiss, faiss_class))
+        assert faiss_total(opened) == len(opened) >= len(TINY)
     assert reopened.manifest["store"]["index"] == kind
     if kind == "hnsw":
-        assert reopened.faiss_index.hnsw.efSearch == settings.store.hnsw_ef_search
+        assert reopened.segments[0].faiss_index.hnsw.efSearch == settings.store.hnsw_ef_search
     else:
-        assert reopened.faiss_index.nprobe == settings.store.ivf_nprobe
+        assert reopened.segments[0].faiss_index.nprobe == settings.store.ivf_nprobe
     assert top_article(reopened, embedder, KURSK_AR) == "kursk.txt"
     assert top_article(reopened, embedder, "كم كتابا في مكتبة الزيتون؟") == "library.txt"
     assert top_article(reopened, embedder, "Why did wheat prices rise in Egypt?") == "wheat.txt"
@@ -403,3 +422,84 @@ def test_store_index_setting_builds_that_faiss_index(tmp_path, config, embedder,
 
 def test_errors_are_sanad_errors():
     assert issubclass(IndexMismatchError, StoreError) and issubclass(StoreError, SanadError)
+
+
+# --- segments, tombstones, merges ------------------------------------------------------------
+
+def test_unchanged_ids_are_kept_without_their_texts(tiny_index_dir, config, embedder):
+    spy = SpyEmbedder(embedder)
+    new = Article("new.txt", "new.txt", "جديد", "خبر جديد عن افتتاح مكتبة في طرابلس.")
+    index, report = update_index(tiny_index_dir, [new], spy, config, unchanged=[a.id for a in TINY[:2]])
+    assert (report.added, report.unchanged, report.removed) == (1, 2, 1)  # TINY[2] was named by neither
+    assert set(index.article_hashes()) == {TINY[0].id, TINY[1].id, "new.txt"}
+    assert all(text in new.text for text in spy.passages)
+    with pytest.raises(StoreError, match="not in the index"):
+        update_index(tiny_index_dir, [], spy, config, unchanged=["never-indexed.txt"])
+
+
+def test_plan_merges_bounds_segments_per_tier():
+    factor, base = store.MERGE_FACTOR, store.TIER_CHUNKS
+    assert store.plan_merges([(10, 10)] * (factor - 1)) == []
+    assert store.plan_merges([(10, 10)] * factor) == [list(range(factor))]
+    big = [(base * factor, base * factor)] * (factor - 1)
+    assert store.plan_merges(big + [(10, 10)]) == []  # a small segment does not drag big ones into a merge
+    assert store.plan_merges([(100, 10), (100, 100)]) == [[0]]  # mostly dead: rewritten on its own
+
+
+def test_merges_expunge_tombstones_and_keep_every_live_chunk(tmp_path, config, embedder, monkeypatch):
+    monkeypatch.setattr(store, "MERGE_FACTOR", 2)
+    index_dir = tmp_path / "index"
+    update_index(index_dir, TINY[:1], embedder, config)
+    index, report = update_index(index_dir, TINY[:2], embedder, config)  # two tier-0 segments: merged
+    assert report.merged == 2 and len(index.segments) == 1 and len(segment_dirs(index_dir)) == 1
+    index, report = update_index(index_dir, [TINY[1], TINY[2]], embedder, config)  # TINY[0] dead, TINY[2] added
+    assert report.merged == 1  # the half-dead segment is rewritten without the dead article
+    assert [entry["dead"] for entry in index.manifest["segments"]] == [None, None]
+    assert set(index.article_hashes()) == {TINY[1].id, TINY[2].id}
+    assert {index.chunk(row).article_id for row in range(len(index))} == {TINY[1].id, TINY[2].id}
+    assert top_article(index, embedder, "كم كتابا في مكتبة الزيتون؟") == "library.txt"
+    assert index.bm25_search(["كورسك"], 5) == [] and index.lexical_coverage(["كورسك"]) == 0.0
+
+
+def test_a_reader_keeps_its_version_while_an_update_replaces_it(tiny_index_dir, config, embedder, monkeypatch):
+    monkeypatch.setattr(store, "MERGE_FACTOR", 2)
+    before = open_index(tiny_index_dir, expected_manifest(config, embedder))
+    chunks = [before.chunk(row) for row in range(len(before))]
+    after, _ = update_index(tiny_index_dir, [TINY[0], TINY[1], Article("x.txt", "x.txt", "س", "خبر قصير جدا.")],
+                            embedder, config)
+    assert not (tiny_index_dir / "segments" / before.segments[0].name).exists()  # merged away and removed
+    assert [before.chunk(row) for row in range(len(before))] == chunks  # still readable: the files stay mapped
+    assert top_article(before, embedder, "كم كتابا في مكتبة الزيتون؟") == "library.txt"
+    assert "library.txt" not in after.article_rows
+
+
+@pytest.mark.parametrize("interrupt", ["before the version is written", "before the switch", "before the clean-up"])
+def test_an_interrupted_update_leaves_an_openable_index_and_is_cleaned_up(tiny_index_dir, config, embedder,
+                                                                          monkeypatch, interrupt):
+    class Killed(BaseException):  # what a kill -9 leaves: nothing after this point runs, no handler
+        pass
+
+    def kill(*args, **kwargs):
+        raise Killed
+
+    def switch_then_kill(*args, **kwargs):
+        write_version(*args, **kwargs)
+        raise Killed
+
+    write_version = store._write_version
+    target = {"before the version is written": (store, "_write_version", kill), "before the switch": (os, "replace", kill),
+              "before the clean-up": (store, "_write_version", switch_then_kill)}[interrupt]
+    monkeypatch.setattr(*target)
+    new = Article("new.txt", "new.txt", "جديد", "خبر جديد عن افتتاح مكتبة في طرابلس.")
+    with pytest.raises(Killed):
+        update_index(tiny_index_dir, TINY + [new], embedder, config)
+    monkeypatch.undo()
+    index = open_index(tiny_index_dir, expected_manifest(config, embedder))  # the old version or the new one
+    assert ("new.txt" in index.article_rows) == (interrupt == "before the clean-up")
+    assert all(index.article(index.chunk(r).article_id).text[index.chunk(r).start:index.chunk(r).end]
+               == index.chunk(r).text for r in range(len(index)))
+    assert not [p for p in tiny_index_dir.iterdir() if p.name.startswith(".tmp-")]  # the open cleaned up
+    assert version_dirs(tiny_index_dir) == [os.readlink(tiny_index_dir / "current")]
+    assert segment_dirs(tiny_index_dir) == sorted(s.name for s in index.segments)
+    _, report = update_index(tiny_index_dir, TINY + [new], embedder, config)
+    assert report.added == (0 if interrupt == "before the clean-up" else 1)

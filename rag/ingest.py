@@ -122,7 +122,7 @@ def scan_corpus(root: str | Path, known: dict | None = None, prefix: str = "", r
             raise CorpusError(f"every file in {root} is empty")
         listed = "; ".join(f"{file}: {reason}" for file, reason in skipped[:5])
         raise CorpusError(f"no readable articles in {root} ({listed}{'; …' if len(skipped) > 5 else ''})")
-    return Scan(articles, unchanged, dict(sorted(table.items())), tuple(skipped))
+    return Scan(articles, unchanged, dict(sorted(table.items())), tuple(sorted(skipped)))
 
 
 def read_file(path: Path, root: Path) -> Iterator[Article]:

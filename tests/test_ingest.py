@@ -238,12 +238,15 @@ def test_a_messy_folder_indexes_the_readable_and_lists_the_rest(tmp_path):
     write(tmp_path / "d.jsonl", '{"text": "x"\n')
     write(tmp_path / "e.md", "  \n")
     write(tmp_path / "f.pdf", "%PDF")
+    write(tmp_path / "h.pptx", "slides")
     write(tmp_path / "sub" / "g.txt", "خبر في مجلد فرعي.")
     corpus = scan_corpus(tmp_path)
     assert [a.id for a in corpus.articles] == ["a.txt", "b.txt", "sub/g.txt"]
     assert corpus.skipped == (("c.txt", "looks like a binary file, not text"),
                               ("d.jsonl", "invalid JSON at line 1: Expecting ',' delimiter"),
-                              ("e.md", "no text"), ("f.pdf", "unsupported file type .pdf"))
+                              ("e.md", "no text"), ("f.pdf", "not a readable PDF (PDFSyntaxError: No /Root object! - "
+                                                     "Is this really a PDF?)"),
+                              ("h.pptx", "unsupported file type .pptx"))
     with pytest.raises(CorpusError, match=r"c\.txt: looks like a binary file"):
         scan_corpus(tmp_path, strict=True)
     with pytest.raises(CorpusError, match=r"c\.txt: looks like a binary file"):

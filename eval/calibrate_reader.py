@@ -21,8 +21,8 @@ the answerable questions; ``second_quote_margin`` (a second quote when
 another sentence's span scores within this many logits of the best) is the largest that keeps the
 median answer at most `MAX_WORDS` words, and ``rival_margin`` / ``rival_logit_margin`` (how far below the
 best span's score and the best chunk's answerability another article's figure may be and still be shown
-beside it) the pair that best separates the seed fit half's conflict questions from its other figure
-questions.
+beside it) the pair that best separates the seed fit half's conflict questions (a figure asked without
+naming whose, given differently by two or more articles) from its other figure questions.
 """
 from __future__ import annotations
 
@@ -242,9 +242,12 @@ def main(argv=None) -> None:
         for logit_margin in RIVAL_LOGIT_MARGINS:
             got = answers({"span_weight": settings["span_weight"], "second_quote_margin": settings["second_quote_margin"],
                            "rival_margin": margin, "rival_logit_margin": logit_margin}, figures)
+            # a conflict question asks for the figure without saying whose (its gold spans are in 2+ articles);
+            # one that names the source ("according to Blinken") wants that source's figure alone
+            disputed = [len(r["asked"].articles) > 1 and "conflict" in r["asked"].tags for r, _ in got]
             conflict = [ans.conflict and {c.article_id for c in ans.citations} >= r["asked"].articles
-                        for r, ans in got if "conflict" in r["asked"].tags]
-            single = [not ans.conflict for r, ans in got if "conflict" not in r["asked"].tags]
+                        for (r, ans), d in zip(got, disputed) if d]
+            single = [not ans.conflict for (r, ans), d in zip(got, disputed) if not d]
             rival_trials[f"{margin}/{logit_margin}"] = {"conflicts_shown": m.mean(conflict), "single_kept": m.mean(single),
                                                         "margins": (margin, logit_margin)}
     chosen = max(rival_trials.values(), key=lambda t: ((t["conflicts_shown"] or 0) + (t["single_kept"] or 0),

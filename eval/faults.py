@@ -145,12 +145,12 @@ def run_trials(trials: int, articles: int, workdir: Path, embedder, config, seed
                  "switched": 0.0, "random": rng.uniform(0.5, 20.0)}[kind]
         seconds, finished = kill_during(command, env, index_dir, kind, delay)
         index = open_index(index_dir, expected)  # raises StoreError if the kill broke it
-        state = next((name for name, hashes in versions.items() if index.manifest["articles"] == hashes), None)
+        state = next((name for name, hashes in versions.items() if index.article_hashes() == hashes), None)
         assert state is not None, f"trial {number}: the index is neither the old nor the new version"
         assert len(index.articles) == len(versions[state]) and len(index) == index.manifest["chunks"]
         found = leftovers(index_dir)
         index, report = update_index(index_dir, new_articles, embedder, run_config)
-        assert index.manifest["articles"] == versions["new"], f"trial {number}: the rerun did not complete"
+        assert index.article_hashes() == versions["new"], f"trial {number}: the rerun did not complete"
         assert leftovers(index_dir) == (), f"trial {number}: leftovers after the next open: {leftovers(index_dir)}"
         assert len(index.search(embedder.encode_queries(["كورسك"])[0], 3)[1]) == 3
         trial = Trial(number, kind, round(seconds, 2), finished, state, found,

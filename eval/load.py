@@ -106,7 +106,8 @@ def check_answer(page: str, texts: dict[str, str]) -> tuple[list[str], list[str]
     problems = []
     if "sanad-error" in turn:
         problems.append("error shown: " + html.unescape(re.sub(r"<[^>]+>", " ", turn))[:300])
-    answer_text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", turn.split('<div class="sanad-sources', 1)[0])).split())
+    shown_answer = re.sub(r"</?mark[^>]*>", "", turn.split('<div class="sanad-sources', 1)[0])  # the span mark is inline
+    answer_text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", shown_answer)).split())
     cited = []
     for article_id, start, end, entry in SOURCE.findall(turn):
         article_id = html.unescape(article_id)

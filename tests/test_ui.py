@@ -150,7 +150,7 @@ def test_each_message_follows_its_language():
     assert arabic.startswith('<div class="sanad-msg sanad-bot" dir="rtl" lang="ar">') and "المصادر" in arabic
     assert 'class="sanad-bubble" dir="auto"' in format_transcript([Turn(KURSK_EN)])
     # an Arabic source listed under an English answer keeps reading right to left
-    assert '<li class="sanad-source" dir="rtl">' in english
+    assert '<li class="sanad-source" dir="rtl" ' in english
     assert text_direction("NATO حلف") == "ltr" and text_direction("«حلف» NATO") == "rtl"
 
 

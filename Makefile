@@ -25,7 +25,7 @@ eval: $(BIN)/sanad
 bench: $(BIN)/sanad
 	$(BIN)/sanad bench --out bench/out
 
-# About an hour on 2 cores: every QA-train and XQuAD question over all their paragraphs, then 10 kills of `sanad index`.
+# Over an hour on 2 cores (the reader reads 5 chunks a question): every QA-train and XQuAD question over all their paragraphs, then 10 kills of `sanad index`.
 soak: $(BIN)/sanad
 	$(BIN)/sanad eval --suite soak --out eval/out/soak
 	$(BIN)/python -m eval.faults --trials 10 --out eval/out/faults

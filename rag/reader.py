@@ -18,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,8 +219,13 @@ class Reader:
 _EDGE = " \t\n.,،؛;:!?؟()[]{}\"'«»“”‘’"
 
 
+def _in_word(char: str) -> bool:
+    return char.isalnum() or unicodedata.category(char).startswith("M")  # letters, digits, diacritics
+
+
 def _span(chunk, start: int, end: int, score: float) -> Span | None:
-    """A chunk-relative character span as article offsets, without surrounding blanks and punctuation."""
+    """A chunk-relative character span as article offsets, grown to whole words (a subword token may
+    start inside "لثلاث") and without surrounding blanks and punctuation."""
     text = chunk.text
     while start < end and text[start] in _EDGE:
         start += 1
@@ -227,6 +233,10 @@ def _span(chunk, start: int, end: int, score: float) -> Span | None:
         end -= 1
     if start >= end:
         return None
+    while start > 0 and _in_word(text[start - 1]) and _in_word(text[start]):
+        start -= 1
+    while end < len(text) and _in_word(text[end]) and _in_word(text[end - 1]):
+        end += 1
     return Span(chunk.article_id, chunk.start + start, chunk.start + end, text[start:end], round(score, 4))
 
 

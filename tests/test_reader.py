@@ -105,3 +105,16 @@ def test_a_damaged_reader_folder_is_a_clear_model_error(tmp_path, embedder):
     (tmp_path / "reader" / "reader.safetensors").unlink()
     with pytest.raises(ModelError, match="reader"):
         Reader(embedder, tmp_path / "reader")
+
+
+def test_a_span_grows_to_whole_words_and_sheds_edge_punctuation():
+    """Subword tokens can start inside a word ("لثلاث"); the span shown and checked is the whole word."""
+    from types import SimpleNamespace
+
+    from rag.reader import _span
+
+    chunk = SimpleNamespace(article_id="a.txt", start=100, text="تدوم الشهادة لثلاث سنوات، لكن")
+    inside = chunk.text.index("ثلاث")
+    span = _span(chunk, inside, chunk.text.index("،") + 1, 1.0)
+    assert span.text == "لثلاث سنوات" and span.start == 100 + inside - 1
+    assert chunk.text[span.start - 100:span.end - 100] == span.text

@@ -37,7 +37,7 @@ import numpy as np
 
 from eval import metrics as m
 from eval.reader_data import DEV_SHARE, QA_TRAIN, SEEDS_GOLD, read_squad, seeds_half, split_of
-from rag.reader import CONFIG_FILE, READER_DIR, Gate
+from rag.reader import CONFIG_FILE, READER_DIR, Gate, Reader
 from rag.types import Hit
 
 OUT = Path("eval/out/calibration")
@@ -71,14 +71,14 @@ class MemoReader:
         self.reader, self.memo = reader, {}
         self.gates, self.settings = reader.gates, dict(reader.settings)
 
+    gate = Reader.gate  # the same lookup, over the same gates
+
     def read(self, question, hits):
-        key = (question, tuple(h.chunk.id for h in hits))
+        # chunk ids restart at 0 in each bot's index, so the key names the chunks by article and offset
+        key = (question, tuple((h.chunk.article_id, h.chunk.start) for h in hits))
         if key not in self.memo:
             self.memo[key] = self.reader.read(question, hits)
         return self.memo[key]
-
-    def gate(self, language):
-        return self.gates.get(language) or self.gates["ar"]
 
 
 def dev_questions(seeds_bot) -> list[Asked]:

@@ -10,7 +10,7 @@ on a dev split, is the abstention gate. Trained by ``python -m eval.train_reader
 What ships (``rag/reader_model/``) is only what differs from the base model: the transformer
 layers and the two heads in float16, and ``reader.json`` (settings, the base model's fingerprint,
 the calibration). The embedding layer is the embedder's own module, shared in memory, so the
-reader costs ~85 MB of RAM rather than another ~470 MB.
+reader's weights take ~85 MB of RAM (float32) rather than another ~470 MB.
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ well-formed question), and every citation is exact (``article.text[start:end] ==
 ``--limit N`` asks a fixed sample instead: an even share of N from each file (in the order of
 a hash of the question id, so the sample never changes), over only the paragraphs those
 questions are about. CI runs ``--limit 300`` (``tests/test_soak.py``); ``make soak`` the full run.
+Each outcome is appended to ``asked-N.jsonl`` (``asked-all.jsonl``) in ``--out`` as it comes,
+so a run that is killed resumes where it stopped when started again with the same ``--out``.
 Writes ``soak.json`` (figures and every failure) to ``--out``; exits 1 on any failure.
 """
 from __future__ import annotations
@@ -32,6 +34,11 @@ class SoakQuestion:
     question: str
     file: str  # the SQuAD file it comes from
     paragraph: int  # its paragraph's record number in the corpus file (1-based)
+
+    @property
+    def key(self) -> str:
+        """Unique over the sources (XQuAD's languages share question ids)."""
+        return f"{self.file}/{self.id}"
 
 
 def load(sources=SOURCES) -> tuple[list[dict], list[SoakQuestion]]:
@@ -64,7 +71,7 @@ def sample(questions: list[SoakQuestion], limit: int | None) -> list[SoakQuestio
     if not limit:
         return questions
     files = sorted({q.file for q in questions})
-    order = sorted(questions, key=lambda q: hashlib.sha1(f"{q.file}/{q.id}".encode()).hexdigest())
+    order = sorted(questions, key=lambda q: hashlib.sha1(q.key.encode()).hexdigest())
     chosen = []
     for rank, file in enumerate(files):
         share = limit // len(files) + (rank < limit % len(files))
@@ -82,36 +89,85 @@ def write_corpus(records: list[dict], folder: Path) -> Path:
     return folder
 
 
-def ask_all(bot, questions: list[SoakQuestion], progress: bool = True) -> dict:
-    """Ask every question; the figures and each failure (exception or inexact citation)."""
+def setup_key(config, index, embedder) -> str:
+    """What decides the answers: the articles, what the index must agree with (embedder, reader,
+    chunking) and the retrieval, answer and LLM settings. A journal written under another setup is
+    not resumed."""
+    import dataclasses
+
+    from rag.store import manifest_for
+
+    blob = json.dumps({"articles": sorted(index.article_hashes().items()),
+                       "index": manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim),
+                       **{name: dataclasses.asdict(getattr(config, name)) for name in ("retrieve", "answer", "llm")}},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _journal(path: Path, key: str, wanted: set[str]) -> dict[str, dict]:
+    """The outcomes already recorded in ``path`` under this setup ``key`` for the questions in
+    ``wanted``, by question key. A line cut short by a kill is ignored: that question is asked again."""
+    done = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("setup") == key and record.get("key") in wanted:
+                done[record["key"]] = record
+    return done
+
+
+def ask_one(bot, q: SoakQuestion) -> dict:
+    """One question's outcome: its time, whether it abstained, its citations, and its failures
+    (an exception, or a citation that does not slice back out of its article)."""
+    asked = time.perf_counter()
+    try:
+        answer = bot.ask(q.question)
+    except Exception as exc:  # noqa: BLE001 - every exception is a finding
+        kind = "refused" if isinstance(exc, SanadError) else "crash"
+        return {"key": q.key, "ms": None, "abstained": False, "citations": 0,
+                "failures": [{"id": q.id, "file": q.file, "question": q.question, "kind": kind,
+                              "error": f"{type(exc).__name__}: {exc}"}]}
+    ms = (time.perf_counter() - asked) * 1000
+    failures = []
+    for citation in answer.citations:
+        text = bot.index.article(citation.article_id).text if citation.article_id in bot.index.article_rows else None
+        if text is None or text[citation.start:citation.end] != citation.quote:
+            failures.append({"id": q.id, "file": q.file, "question": q.question, "kind": "inexact citation",
+                             "error": f"{citation.article_id} [{citation.start}:{citation.end}] != {citation.quote!r}"})
+    return {"key": q.key, "ms": round(ms, 1), "abstained": bool(answer.abstained), "citations": len(answer.citations),
+            "failures": failures}
+
+
+def ask_all(bot, questions: list[SoakQuestion], journal: Path, progress: bool = True) -> dict:
+    """Ask every question not yet in ``journal``, appending each outcome to it as it comes (a killed
+    run picks up where it stopped), and sum up every outcome of this question set."""
     import numpy as np
     from tqdm import tqdm
 
-    failures, latencies, citations, abstained = [], [], 0, 0
-    started = time.perf_counter()
-    for q in tqdm(questions, desc="soak", unit="q", file=sys.stderr, disable=not progress):
-        asked = time.perf_counter()
-        try:
-            answer = bot.ask(q.question)
-        except Exception as exc:  # noqa: BLE001 - every exception is a finding
-            kind = "refused" if isinstance(exc, SanadError) else "crash"
-            failures.append({"id": q.id, "file": q.file, "question": q.question, "kind": kind,
-                             "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        latencies.append((time.perf_counter() - asked) * 1000)
-        abstained += answer.abstained
-        for citation in answer.citations:
-            citations += 1
-            text = bot.index.article(citation.article_id).text if citation.article_id in bot.index.article_rows else None
-            if text is None or text[citation.start:citation.end] != citation.quote:
-                failures.append({"id": q.id, "file": q.file, "question": q.question, "kind": "inexact citation",
-                                 "error": f"{citation.article_id} [{citation.start}:{citation.end}] != {citation.quote!r}"})
-    seconds = time.perf_counter() - started
+    key = setup_key(bot.config, bot.index, bot.embedder)
+    done = _journal(journal, key, {q.key for q in questions})
+    resumed = len(done)
+    with open(journal, "a", encoding="utf-8") as handle:
+        if handle.tell() and not journal.read_bytes().endswith(b"\n"):
+            handle.write("\n")  # end the line a kill cut short, so the next record starts its own
+        for q in tqdm([q for q in questions if q.key not in done], desc="soak", unit="q", file=sys.stderr,
+                      disable=not progress):
+            done[q.key] = {"setup": key, **ask_one(bot, q)}
+            handle.write(json.dumps(done[q.key], ensure_ascii=False) + "\n")
+            handle.flush()
+    outcomes = [done[q.key] for q in questions]
+    latencies = [o["ms"] for o in outcomes if o["ms"] is not None]
+    failures = [f for o in outcomes for f in o["failures"]]
+    seconds = sum(latencies) / 1000
     return {
-        "questions": len(questions), "answered": len(latencies), "abstained": abstained, "citations": citations,
+        "questions": len(questions), "resumed": resumed, "answered": len(latencies),
+        "abstained": sum(o["abstained"] for o in outcomes), "citations": sum(o["citations"] for o in outcomes),
         "crashes": sum(f["kind"] == "crash" for f in failures), "refused": sum(f["kind"] == "refused" for f in failures),
         "inexact_citations": sum(f["kind"] == "inexact citation" for f in failures),
-        "seconds": round(seconds, 1), "questions_per_s": round(len(questions) / seconds, 2) if seconds else None,
+        "seconds": round(seconds, 1), "questions_per_s": round(len(latencies) / seconds, 2) if seconds else None,
         "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
         "latency_p95_ms": float(np.percentile(latencies, 95)) if latencies else None,
         "failures": failures,
@@ -119,7 +175,8 @@ def ask_all(bot, questions: list[SoakQuestion], progress: bool = True) -> dict:
 
 
 def run(out: Path, limit: int | None = None, config=None, sources=SOURCES, progress: bool = True) -> dict:
-    """Build the soak corpus and its index under ``out``, ask, and return the summary."""
+    """Build the soak corpus and its index under ``out``, ask, and return the summary. Run again with
+    the same ``out`` and ``limit`` after a kill, it reopens the index and asks only what is left."""
     from rag.chatbot import ChatBot
 
     records, questions = load(sources)
@@ -132,8 +189,9 @@ def run(out: Path, limit: int | None = None, config=None, sources=SOURCES, progr
     bot = ChatBot(corpus=corpus, config=config, index_dir=out / "index-soak", strict=True,
                   progress=_progress() if progress else None)
     index_seconds = time.perf_counter() - started
+    journal = out / f"asked-{limit or 'all'}.jsonl"
     summary = {"paragraphs": len(used), "chunks": len(bot.index), "index_seconds": round(index_seconds, 1),
-               "limit": limit, **ask_all(bot, questions, progress)}
+               "limit": limit, "journal": str(journal), **ask_all(bot, questions, journal, progress)}
     return summary
 
 
@@ -154,6 +212,7 @@ def main(args) -> int:
     (out / "soak.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"soak: {summary['questions']:,} questions over {summary['paragraphs']:,} paragraphs "
           f"({summary['chunks']:,} chunks, indexed in {summary['index_seconds']} s); asked in {summary['seconds']} s "
+          f"({summary['resumed']:,} of them in earlier runs) "
           f"(p50 {summary['latency_p50_ms']:.0f} ms, p95 {summary['latency_p95_ms']:.0f} ms); "
           f"crashes {summary['crashes']}, refused {summary['refused']}, "
           f"inexact citations {summary['inexact_citations']} of {summary['citations']:,}")

@@ -104,30 +104,30 @@ def setup_key(config, index, embedder) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _journal(path: Path, key: str, wanted: set[str]) -> dict[str, dict]:
-    """The outcomes already recorded in ``path`` under this setup ``key`` for the questions in
+def _journal(text: str, key: str, wanted: set[str]) -> dict[str, dict]:
+    """The outcomes a journal's ``text`` records under this setup ``key`` for the questions in
     ``wanted``, by question key. A line cut short by a kill is ignored: that question is asked again."""
     done = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("setup") == key and record.get("key") in wanted:
-                done[record["key"]] = record
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("setup") == key and record.get("key") in wanted:
+            done[record["key"]] = record
     return done
 
 
 def ask_one(bot, q: SoakQuestion) -> dict:
-    """One question's outcome: its time, whether it abstained, its citations, and its failures
-    (an exception, or a citation that does not slice back out of its article)."""
+    """One question's outcome: its time, whether it was answered (raised nothing) and abstained, its
+    citations, and its failures (an exception, or a citation that does not slice back out of its article)."""
     asked = time.perf_counter()
     try:
         answer = bot.ask(q.question)
     except Exception as exc:  # noqa: BLE001 - every exception is a finding
         kind = "refused" if isinstance(exc, SanadError) else "crash"
-        return {"key": q.key, "ms": None, "abstained": False, "citations": 0,
+        return {"key": q.key, "ms": round((time.perf_counter() - asked) * 1000, 1), "answered": False,
+                "abstained": False, "citations": 0,
                 "failures": [{"id": q.id, "file": q.file, "question": q.question, "kind": kind,
                               "error": f"{type(exc).__name__}: {exc}"}]}
     ms = (time.perf_counter() - asked) * 1000
@@ -137,8 +137,8 @@ def ask_one(bot, q: SoakQuestion) -> dict:
         if text is None or text[citation.start:citation.end] != citation.quote:
             failures.append({"id": q.id, "file": q.file, "question": q.question, "kind": "inexact citation",
                              "error": f"{citation.article_id} [{citation.start}:{citation.end}] != {citation.quote!r}"})
-    return {"key": q.key, "ms": round(ms, 1), "abstained": bool(answer.abstained), "citations": len(answer.citations),
-            "failures": failures}
+    return {"key": q.key, "ms": round(ms, 1), "answered": True, "abstained": bool(answer.abstained),
+            "citations": len(answer.citations), "failures": failures}
 
 
 def ask_all(bot, questions: list[SoakQuestion], journal: Path, progress: bool = True) -> dict:
@@ -148,10 +148,11 @@ def ask_all(bot, questions: list[SoakQuestion], journal: Path, progress: bool = 
     from tqdm import tqdm
 
     key = setup_key(bot.config, bot.index, bot.embedder)
-    done = _journal(journal, key, {q.key for q in questions})
+    text = journal.read_text(encoding="utf-8") if journal.exists() else ""
+    done = _journal(text, key, {q.key for q in questions})
     resumed = len(done)
     with open(journal, "a", encoding="utf-8") as handle:
-        if handle.tell() and not journal.read_bytes().endswith(b"\n"):
+        if text and not text.endswith("\n"):
             handle.write("\n")  # end the line a kill cut short, so the next record starts its own
         for q in tqdm([q for q in questions if q.key not in done], desc="soak", unit="q", file=sys.stderr,
                       disable=not progress):
@@ -159,15 +160,15 @@ def ask_all(bot, questions: list[SoakQuestion], journal: Path, progress: bool = 
             handle.write(json.dumps(done[q.key], ensure_ascii=False) + "\n")
             handle.flush()
     outcomes = [done[q.key] for q in questions]
-    latencies = [o["ms"] for o in outcomes if o["ms"] is not None]
+    latencies = [o["ms"] for o in outcomes if o["answered"]]
     failures = [f for o in outcomes for f in o["failures"]]
-    seconds = sum(latencies) / 1000
+    seconds = sum(o["ms"] for o in outcomes) / 1000  # asking time, summed over the runs that asked
     return {
         "questions": len(questions), "resumed": resumed, "answered": len(latencies),
         "abstained": sum(o["abstained"] for o in outcomes), "citations": sum(o["citations"] for o in outcomes),
         "crashes": sum(f["kind"] == "crash" for f in failures), "refused": sum(f["kind"] == "refused" for f in failures),
         "inexact_citations": sum(f["kind"] == "inexact citation" for f in failures),
-        "seconds": round(seconds, 1), "questions_per_s": round(len(latencies) / seconds, 2) if seconds else None,
+        "seconds": round(seconds, 1), "questions_per_s": round(len(questions) / seconds, 2) if seconds else None,
         "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
         "latency_p95_ms": float(np.percentile(latencies, 95)) if latencies else None,
         "failures": failures,

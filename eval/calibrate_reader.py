@@ -45,7 +45,7 @@ MAX_WORDS = 40  # median answer length the second quote may grow answers to
 SECOND_MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)  # 0.0: a second quote only on a tie
 RIVAL_MARGINS = (1.0, 2.0, 3.0, 4.0, 6.0, 10.0)  # span score below the best's
 RIVAL_LOGIT_MARGINS = (0.5, 1.0, 2.0, 4.0, 8.0)  # answerability logit below the best's
-SPAN_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # best claim: answerability logit + weight * span score
+SPAN_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0)  # best claim: answerability logit + weight * span score
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,12 @@ def dev_questions(seeds_bot) -> list[Asked]:
             asked.append(Asked("xquad", language, text, True, q.answers, "xquad", articles=frozenset({q.article_id})))
             asked.append(Asked("xquad", language, text, False, (), "xquad", exclude=q.article_id))
             asked.append(Asked("xquad", language, text, False, (), "seeds"))
+    paragraphs: dict[str, int] = {}  # numbered as `aaqad_dev_corpus` writes them
     for e in read_squad(QA_TRAIN / "aaqad.ar.json", "aaqad", "ar"):
         if split_of(e.title, "aaqad", DEV_SHARE) == "dev":
-            asked.append(Asked("aaqad", "ar", e.question, e.answerable, tuple(e.context[s:t] for s, t in e.answers), "aaqad"))
+            number = paragraphs.setdefault(e.context, len(paragraphs) + 1)
+            asked.append(Asked("aaqad", "ar", e.question, e.answerable, tuple(e.context[s:t] for s, t in e.answers), "aaqad",
+                               articles=frozenset({f"aaqad-dev.jsonl#{number}"})))
     entries = [json.loads(line) for line in SEEDS_GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
     by_id = {e["id"]: e for e in entries}
     ids = {name: article.id for article in seeds_bot.articles for name in (article.id, article.source)}
@@ -130,6 +133,20 @@ def hits_for(bot, asked: Asked) -> list[Hit]:
     hits = bot.retrieve(query, top_k=top_k * 4 if asked.exclude else top_k)
     kept = [h for h in hits if h.chunk.article_id != asked.exclude][:top_k]
     return [Hit(h.chunk, h.score, rank, h.retriever) for rank, h in enumerate(kept)]
+
+
+def gold_recall(bots, asked: list[Asked], depths=(1, 5, 20)) -> dict:
+    """Per source and language, the share of answerable questions whose gold article is among the top
+    N retrieved chunks: what the reader can find at most when it reads N chunks."""
+    found: dict[str, list[int | None]] = {}
+    for a in asked:
+        if a.answerable and a.articles and not a.exclude and a.bot == a.source:
+            bot = bots[a.bot]
+            hits = bot.retrieve(bot.answerer.retrieval_query(a.question, list(a.history) or None), top_k=max(depths))
+            ranks = [rank for rank, h in enumerate(hits, start=1) if h.chunk.article_id in a.articles]
+            found.setdefault(f"{a.source}/{a.language}", []).append(ranks[0] if ranks else None)
+    return {key: {f"R@{n}": m.mean([r is not None and r <= n for r in ranks]) for n in depths} | {"questions": len(ranks)}
+            for key, ranks in sorted(found.items())}
 
 
 def platt(logits: np.ndarray, labels: np.ndarray, steps: int = 4000, rate: float = 0.1) -> tuple[float, float]:
@@ -254,6 +271,11 @@ def main(argv=None) -> None:
                                                        -t["margins"][0] - t["margins"][1]))
     settings["rival_margin"], settings["rival_logit_margin"] = chosen["margins"]
     report["rival_margin"] = {"chosen": chosen["margins"], "trials": rival_trials}
+    memo.settings = settings
+    from rag.answer import Answerer
+
+    report["dev"] = _as_users_get_it(rows, bots, Answerer(load_config(), memo))  # the gate on, as users get it
+    report["retrieval"] = gold_recall(bots, asked)
     settings["calibration"] = {"command": "python -m eval.calibrate_reader", "questions": len(rows),
                                "minutes": round((time.time() - started) / 60, 1)}
     path = args.reader / CONFIG_FILE
@@ -261,6 +283,27 @@ def main(argv=None) -> None:
     (args.out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     print(json.dumps(report, ensure_ascii=False, indent=1, default=str))
     print(f"wrote {path} and {args.out / 'report.json'} in {(time.time() - started) / 60:.1f} min")
+
+
+def _as_users_get_it(rows, bots, answerer) -> dict:
+    """With the fitted gate on and the chosen settings, per source and language: how often an answerable
+    question's answer contains a gold key, its short-answer F1, and how often an unanswerable one is
+    abstained on (the dev figures two readers are compared by)."""
+    groups: dict[str, dict[str, list]] = {}
+    for r in rows:
+        a = r["asked"]
+        answer = answerer.extract(a.question, r["hits"], bots[a.bot].index, list(a.history) or None)
+        kind = "/absent" if a.exclude else "/offtopic" if a.bot != a.source else ""
+        group = groups.setdefault(f"{a.source}{kind}/{a.language}",
+                                  {"contains": [], "f1": [], "abstained": []})
+        if a.answerable:
+            group["contains"].append(not answer.abstained and m.any_key_matches(a.keys, answer.text))
+            group["f1"].append(m.token_f1(answer.short_answer or "", a.keys) if not answer.abstained else 0.0)
+        else:
+            group["abstained"].append(answer.abstained)
+    return {key: {"answer_contains_gold": m.mean(g["contains"]), "short_answer_f1": m.mean(g["f1"]),
+                  "abstained_unanswerable": m.mean(g["abstained"]), "questions": len(g["contains"]) + len(g["abstained"])}
+            for key, g in sorted(groups.items())}
 
 
 def _by_source(rows, threshold: float) -> dict:

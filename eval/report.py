@@ -68,6 +68,14 @@ def _xquad_tables(metrics: dict) -> list[str]:
     for lang in ("ar", "en"):
         for half, values in metrics[lang].items():
             lines.append(f"| {lang} | {half} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
+    if "absent_half" in metrics:
+        lines += ["", "## Absent half (every other paragraph indexed)", "",
+                  "| lang | half | present: answered | present: answer contains gold | absent: abstained |",
+                  "|---|---|---:|---:|---:|"]
+        for lang, halves in metrics["absent_half"].items():
+            for half, values in halves.items():
+                lines.append(f"| {lang} | {half} | {_cell(values['present_answered'])} | "
+                             f"{_cell(values['present_correct'])} | {_cell(values['absent_abstained'])} |")
     return lines + [""]
 
 

@@ -239,7 +239,37 @@ def run_xquad(args, out: Path):
         summary[lang] = {half: summarize([r for r in results if r.lang == lang and half in ("all", r.group)], retrieval=False)
                          | {"gold_paragraph_f1": m.mean([f for l, h, f in gold_f1 if l == lang and half in ("all", h)])}
                          for half in ("fit", "report", "all")}
+    summary["absent_half"] = absent_half(records, questions, out)
     return summary, results, bot
+
+
+def absent_half(records: list[dict], questions: list, out: Path) -> dict:
+    """Every other paragraph indexed (odd record numbers), every question asked: a question about an
+    indexed paragraph should be answered, one about a left-out paragraph abstained on, though its
+    article's other paragraphs are there (the on-topic absent fact). {lang: {half: rates}}."""
+    from tqdm import tqdm
+
+    from eval import xquad
+    from rag.chatbot import ChatBot
+
+    kept = [record for number, record in enumerate(records, start=1) if number % 2]
+    bot = ChatBot(corpus=xquad.write_corpus(kept, out / "xquad_half_corpus"), index_dir=out / "index-xquad-half",
+                  progress=_index_progress())
+    rows = []
+    asks = [(q, lang) for lang in ("ar", "en") for q in questions]
+    for q, lang in tqdm(asks, desc="xquad absent half", unit="q", file=sys.stderr):
+        answer = bot.ask(q.question_ar if lang == "ar" else q.question_en)
+        rows.append((lang, q.half, q.paragraph % 2 == 1, answer.abstained,
+                     not answer.abstained and m.any_key_matches(q.answers, answer.text)))
+    table = {}
+    for lang in ("ar", "en"):
+        table[lang] = {}
+        for half in ("fit", "report", "all"):
+            mine = [r for r in rows if r[0] == lang and half in ("all", r[1])]
+            table[lang][half] = {"present_answered": m.mean([not r[3] for r in mine if r[2]]),
+                                 "present_correct": m.mean([r[4] for r in mine if r[2]]),
+                                 "absent_abstained": m.mean([r[3] for r in mine if not r[2]])}
+    return table
 
 
 def gold_paragraph_answer(bot, question: str, article_id: str) -> str:

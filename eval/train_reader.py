@@ -81,14 +81,14 @@ def windows(tokenizer, examples: list[QAExample], batch: int = 512) -> list[Wind
     return result
 
 
-def batches(items: list[Window], size: int, rng: random.Random) -> list[list[Window]]:
-    """Shuffled batches of windows of similar length: sort within pools of 50 batches, shuffle the batches."""
+def batches(items: list, size: int, rng: random.Random, length=lambda w: len(w.input_ids)) -> list[list]:
+    """Shuffled batches of items of similar ``length``: sort within pools of 50 batches, shuffle the batches."""
     order = items[:]
     rng.shuffle(order)
     pool = size * 50
     result = []
     for at in range(0, len(order), pool):
-        chunk = sorted(order[at:at + pool], key=lambda w: len(w.input_ids))
+        chunk = sorted(order[at:at + pool], key=length)
         result += [chunk[i:i + size] for i in range(0, len(chunk), size)]
     rng.shuffle(result)
     return result
@@ -107,10 +107,15 @@ def collate(batch: list[Window], pad_id: int):
     return ids, attention, allowed, torch.tensor([w.start for w in batch]), torch.tensor([w.end for w in batch])
 
 
+def group_examples(groups: list[Group]) -> list[QAExample]:
+    """Every chunk of every group as one example, in order (group by group)."""
+    return [QAExample(f"{g.id}/{n}", g.question, passage, answers, g.language, g.source, "")
+            for g in groups for n, (passage, answers) in enumerate(zip(g.passages, g.answers))]
+
+
 def group_windows(tokenizer, groups: list[Group]) -> list[list[Window]]:
     """Each group's chunks as labelled windows (``Window.example`` is the group's index)."""
-    flat = [QAExample(f"{g.id}/{n}", g.question, passage, answers, g.language, g.source, "")
-            for g in groups for n, (passage, answers) in enumerate(zip(g.passages, g.answers))]
+    flat = group_examples(groups)
     owner = [at for at, g in enumerate(groups) for _ in g.passages]
     result: list[list[Window]] = [[] for _ in groups]
     for w in windows(tokenizer, flat):
@@ -118,17 +123,10 @@ def group_windows(tokenizer, groups: list[Group]) -> list[list[Window]]:
     return [unit for unit in result if unit]  # a chunk of blanks alone gives no window
 
 
-def group_batches(items: list[list[Window]], size: int, rng: random.Random) -> list[list[Window]]:
-    """Shuffled batches of ``size`` whole groups of similar length (as `batches`), flattened."""
-    order = items[:]
-    rng.shuffle(order)
-    pool = size * 50
-    result = []
-    for at in range(0, len(order), pool):
-        chunk = sorted(order[at:at + pool], key=lambda g: max(len(w.input_ids) for w in g))
-        result += [[w for g in chunk[i:i + size] for w in g] for i in range(0, len(chunk), size)]
-    rng.shuffle(result)
-    return result
+def group_batches(units: list[list[Window]], size: int, rng: random.Random) -> list[list[Window]]:
+    """`batches` of ``size`` whole groups of similar length, each batch flattened to its windows."""
+    longest = lambda unit: max(len(w.input_ids) for w in unit)  # noqa: E731
+    return [[w for unit in batch for w in unit] for batch in batches(units, size, rng, longest)]
 
 
 def shared_span_loss(start_logits, end_logits, batch: list[Window]):
@@ -227,9 +225,7 @@ def group_report(module, tokenizer, groups: list[Group]) -> dict:
     best answerability logit separates answerable groups from those with the answer taken out."""
     from eval.metrics import token_f1
 
-    flat = [QAExample(f"{g.id}/{n}", g.question, passage, answers, g.language, g.source, "")
-            for g in groups for n, (passage, answers) in enumerate(zip(g.passages, g.answers))]
-    predictions = iter(predict(module, tokenizer, flat))
+    predictions = iter(predict(module, tokenizer, group_examples(groups)))
     found: dict[str, dict[str, list]] = {}
     for g in groups:
         read = [next(predictions) for _ in g.passages]
@@ -337,7 +333,7 @@ def train(args) -> None:
         steps_per_epoch = math.ceil(len(train_windows) / args.batch_size)
         make_batches = lambda epoch: batches(train_windows, args.batch_size, random.Random(args.seed * 1000 + epoch))  # noqa: E731
     say(f"train windows {len(train_windows)} (mean {np.mean([len(w.input_ids) for w in train_windows]):.0f} tokens)")
-    total_steps = min(steps_per_epoch * args.epochs, args.max_steps or steps_per_epoch * args.epochs)
+    total_steps = min(steps_per_epoch * args.epochs, args.max_steps or math.inf)
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
     warmup = int(0.06 * total_steps)

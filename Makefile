@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: chat test eval bench soak clean
+.PHONY: chat test test-llm eval bench soak clean
 
 $(BIN)/sanad: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ chat: $(BIN)/sanad
 test: $(BIN)/sanad
 	$(BIN)/python -m pytest -q
 	$(BIN)/sanad eval --suite seeds --out eval/out/seeds
+
+# LLM mode against a real local model: builds llama-cpp-python from source (~7 min on 2 cores) the first time.
+test-llm: $(BIN)/sanad
+	$(BIN)/pip install --quiet -e '.[dev,llm-local]'
+	$(BIN)/python -m pytest -q tests/test_llm_local.py
 
 eval: $(BIN)/sanad
 	$(BIN)/sanad eval --suite seeds --out eval/out/seeds

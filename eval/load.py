@@ -8,8 +8,10 @@ through the page's own events, ``/ask`` then ``/answer``. Midway, user 0 uploads
 
 Every answer is checked as the page shows it: no error notice, and each source entry's offsets
 (``data-article``, ``data-start``, ``data-end``) slice the article's text to the quote shown.
-Prints p50/p95 of the question round trip (``/ask`` + ``/answer``) under that load; exits 1
-when any check fails. ``tests/test_load.py`` runs it with 20 users and 5 questions each.
+Prints p50/p95 of the question round trip (``/ask`` + ``/answer``) under that load, for each of
+``--users`` (e.g. ``--users 1 5 20``: one server, one run after another); exits 1 when any check
+fails. ``--concurrency`` sets the server's ``answer.concurrency``. ``tests/test_load.py`` runs it
+with 20 users and 5 questions each.
 """
 from __future__ import annotations
 
@@ -71,15 +73,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(corpus: Path, workdir: Path, cache_models: Path, timeout_s: float = 300):
-    """``sanad chat`` in a subprocess with a cache of its own; (process, url, log path) once it serves."""
+def start_server(corpus: Path, workdir: Path, cache_models: Path, timeout_s: float = 300, settings: dict | None = None):
+    """``sanad chat`` in a subprocess with a cache of its own and only ``settings`` (``SANAD_*``
+    variables) of its own; (process, url, log path) once it serves."""
     cache = workdir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     if not (cache / "models").exists():
         (cache / "models").symlink_to(cache_models, target_is_directory=True)
     env = {key: value for key, value in os.environ.items() if not key.startswith("SANAD_")}
     env.update(SANAD_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="0",
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]), **(settings or {}))
     port = free_port()
     log_path = workdir / "server.log"
     log = open(log_path, "wb")
@@ -199,8 +202,10 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def run(users: int = 20, per_user: int = 5, corpus: Path | None = None, config=None) -> dict:
-    """Start the server, run the users, stop the server; the summary."""
+def run(users: tuple[int, ...] = (20,), per_user: int = 5, corpus: Path | None = None, config=None,
+        concurrency: int | None = None) -> dict:
+    """Start the server, run each number of users in turn, stop the server; per number of users its
+    summary (``runs``), and every problem found."""
     from rag.ingest import scan_corpus
 
     config = config or load_config()
@@ -211,10 +216,11 @@ def run(users: int = 20, per_user: int = 5, corpus: Path | None = None, config=N
         upload_path = workdir / UPLOAD_NAME
         upload_path.write_text(UPLOAD_TEXT, encoding="utf-8")
         started = time.perf_counter()
-        process, url, log_path = start_server(corpus, workdir, Path(config.cache_dir) / "models")
+        settings = {"SANAD_ANSWER_CONCURRENCY": str(concurrency)} if concurrency else {}
+        process, url, log_path = start_server(corpus, workdir, Path(config.cache_dir) / "models", settings=settings)
         try:
-            summary = {"server_start_s": round(time.perf_counter() - started, 1),
-                       **run_users(url, questions_for(users, per_user), texts, upload_path)}
+            summary = {"server_start_s": round(time.perf_counter() - started, 1), "concurrency": concurrency,
+                       "runs": {str(n): run_users(url, questions_for(n, per_user), dict(texts), upload_path) for n in users}}
         finally:
             process.terminate()
             try:
@@ -223,6 +229,7 @@ def run(users: int = 20, per_user: int = 5, corpus: Path | None = None, config=N
                 process.kill()
         tracebacks = log_path.read_text(errors="replace").count("Traceback")
     summary["server_tracebacks"] = tracebacks
+    summary["problems"] = [f"{n} users: {p}" for n, r in summary["runs"].items() for p in r["problems"]]
     if tracebacks:
         summary["problems"].append(f"the server logged {tracebacks} tracebacks")
     return summary
@@ -230,18 +237,21 @@ def run(users: int = 20, per_user: int = 5, corpus: Path | None = None, config=N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.load", description=__doc__.split("\n")[0])
-    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--users", type=int, nargs="+", default=[20], help="users at once, one run per number")
     parser.add_argument("--questions", type=int, default=5, help="questions per user")
     parser.add_argument("--corpus", type=Path, default=None, help="folder served (default: seeds/)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="questions the server answers at once (default: answer.concurrency)")
     parser.add_argument("--out", type=Path, default=Path("eval/out/load"))
     args = parser.parse_args(argv)
-    summary = run(args.users, args.questions, args.corpus)
+    summary = run(tuple(args.users), args.questions, args.corpus, concurrency=args.concurrency)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "load.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"{summary['users']} users, {summary['questions']} questions in {summary['wall_s']} s "
-          f"({summary['questions_per_s']} questions/s): round trip p50 {summary['latency_p50_ms']} ms, "
-          f"p95 {summary['latency_p95_ms']} ms, max {summary['latency_max_ms']} ms; "
-          f"problems {len(summary['problems'])}. Wrote {args.out / 'load.json'}")
+    for r in summary["runs"].values():
+        print(f"{r['users']} users, {r['questions']} questions in {r['wall_s']} s ({r['questions_per_s']} questions/s): "
+              f"round trip p50 {r['latency_p50_ms']} ms, p95 {r['latency_p95_ms']} ms, max {r['latency_max_ms']} ms; "
+              f"{r['answers_with_citations']} answers with citations")
+    print(f"problems {len(summary['problems'])}. Wrote {args.out / 'load.json'}")
     for problem in summary["problems"][:20]:
         print(f"FAIL {problem}")
     return 1 if summary["problems"] else 0

@@ -33,7 +33,7 @@ def render_markdown(report: dict) -> str:
 
 
 def _seeds_tables(metrics: dict, results: list[dict]) -> list[str]:
-    languages = [key for key, value in metrics.items() if isinstance(value, dict)]
+    languages = [key for key, value in metrics.items() if isinstance(value, dict) and key != "llm"]
     lines = ["## Metrics", "", "| metric | all | " + " | ".join(languages) + " |",
              "|---|---:|" + "---:|" * len(languages)]
     for name, value in metrics.items():
@@ -51,6 +51,11 @@ def _seeds_tables(metrics: dict, results: list[dict]) -> list[str]:
         accuracy = sum(r["key_matched"] and not r["abstained"] for r in answerable) / len(answerable) if answerable else None
         abstained = sum(r["abstained"] for r in unanswerable) / len(unanswerable) if unanswerable else None
         lines.append(f"| {tag} | {len(rows)} | {_cell(accuracy)} | {_cell(abstained)} |")
+    if "llm" in metrics:  # `sanad eval --mode llm`: what the model wrote and what the verifier kept
+        llm = metrics["llm"]
+        lines += ["", "## LLM mode", "", "| figure | value |", "|---|---:|"]
+        lines += [f"| {name} | {_cell(value) if not isinstance(value, list) else (', '.join(value) or 'none')} |"
+                  for name, value in llm.items()]
     return lines + [""]
 
 

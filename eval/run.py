@@ -20,8 +20,9 @@ from pathlib import Path
 
 from eval import metrics as m
 from eval.report import plot_confidence, render_markdown
-from rag.config import REPO_ROOT
+from rag.config import REPO_ROOT, load_config
 from rag.errors import ConfigError, CorpusError
+from rag.progress import progress_bar
 
 SEEDS_QUESTIONS = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
 THRESHOLDS = Path(__file__).with_name("thresholds.toml")
@@ -165,17 +166,22 @@ def summarize(results: list[QuestionResult], retrieval: bool = True) -> dict:
 
 # --- suites -------------------------------------------------------------------------------
 
-def run_seeds(args, out: Path):
-    """(metrics, results, bot) for a gold JSONL file over a folder of articles."""
+def run_seeds(args, out: Path, config=None):
+    """(metrics, results, bot) for a gold JSONL file over a folder of articles. With a ``config`` in LLM
+    mode, each question is also asked extractively, and ``metrics["llm"]`` says what the model wrote,
+    what was kept, and which answers it made worse (``llm_questions.jsonl`` lists every question)."""
     from tqdm import tqdm
 
+    from eval import llm_mode
     from rag.chatbot import ChatBot
 
     if args.corpus and not args.questions:
         raise ConfigError("--corpus needs --questions FILE: the seeds questions are about seeds/ only")
-    questions = read_questions(args.questions or SEEDS_QUESTIONS)[:args.limit or None]
+    questions = every(read_questions(args.questions or SEEDS_QUESTIONS)[:args.limit or None], getattr(args, "every", None))
     halves = gold_halves(questions)
-    bot = ChatBot(corpus=args.corpus, index_dir=out / "index-seeds", progress=_index_progress())
+    bot = ChatBot(corpus=args.corpus, index_dir=out / "index-seeds", progress=progress_bar(), config=config)
+    llm = bot.config.answer.mode == "llm"
+    replies, rows = llm_mode.Replies(), []
     ids_by_name = {name: article.id for article in bot.articles for name in (article.id, article.source)}
     asked: dict = {}  # id -> (question, Answer), the history of follow-ups
     results = []
@@ -186,7 +192,11 @@ def run_seeds(args, out: Path):
         query = bot.answerer.retrieval_query(gold.question, history)
         hits = bot.retrieve(query, top_k=DEPTH)
         gold_articles = {ids_by_name.get(name, name) for name in gold.articles}
-        answer, latency = timed_ask(bot, gold.question, history)
+        with replies.listening():
+            answer, latency = timed_ask(bot, gold.question, history)
+        if llm:
+            extractive = bot.ask(gold.question, history, mode="extractive")
+            rows.append(llm_mode.row(gold, answer, extractive, replies.take(), latency))
         asked[gold.id] = (gold.question, answer)
         results.append(score_answer(
             answer, id=gold.id, lang=gold.lang, group=halves[gold.id], answerable=gold.answerable, keys=gold.answers,
@@ -198,7 +208,24 @@ def run_seeds(args, out: Path):
         summary[lang] = summarize([r for r in results if r.lang == lang])
     for half in ("fit", "report"):  # the reader's calibration saw the fit half only
         summary[half] = summarize([r for r in results if r.group == half])
+    if llm:
+        summary["llm"] = llm_mode.summarize(rows)
+        (out / "llm_questions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                                 encoding="utf-8")
     return summary, results, bot
+
+
+def every(questions: list[GoldQuestion], k: int | None) -> list[GoldQuestion]:
+    """Every ``k``-th question and the earlier questions they follow (a sample spread over the file, for slow modes)."""
+    if not k or k <= 1:
+        return questions
+    by_id = {q.id: q for q in questions}
+    keep = set()
+    for q in questions[::k]:
+        while q is not None and q.id not in keep:
+            keep.add(q.id)
+            q = by_id.get(q.follows) if q.follows else None
+    return [q for q in questions if q.id in keep]
 
 
 def gold_halves(questions: list[GoldQuestion]) -> dict[str, str]:
@@ -223,7 +250,7 @@ def run_xquad(args, out: Path):
     corpus = xquad.write_corpus(records, out / "xquad_corpus")
     # The default ChatBot, abstention gate on, as users get it: every XQuAD question has an answer,
     # so an abstention here is a false one (``false_abstention_rate``).
-    bot = ChatBot(corpus=corpus, index_dir=out / "index-xquad", progress=_index_progress())
+    bot = ChatBot(corpus=corpus, index_dir=out / "index-xquad", progress=progress_bar())
     summary = {"retrieval": xquad_retrieval_by_half(bot, questions)}
     results, gold_f1 = [], []
     asks = [(q, lang) for lang in ("ar", "en") for q in questions]
@@ -254,7 +281,7 @@ def absent_half(records: list[dict], questions: list, out: Path) -> dict:
 
     kept = [record for number, record in enumerate(records, start=1) if number % 2]
     bot = ChatBot(corpus=xquad.write_corpus(kept, out / "xquad_half_corpus"), index_dir=out / "index-xquad-half",
-                  progress=_index_progress())
+                  progress=progress_bar())
     rows = []
     asks = [(q, lang) for lang in ("ar", "en") for q in questions]
     for q, lang in tqdm(asks, desc="xquad absent half", unit="q", file=sys.stderr):
@@ -319,22 +346,6 @@ def xquad_retrieval_by_half(bot, questions) -> dict:
     return table
 
 
-def _index_progress():
-    """A tqdm bar on stderr fed by the store's (done, total, what) callbacks while the index builds."""
-    from tqdm import tqdm
-
-    bars = {}
-
-    def update(done: int, total: int, what: str) -> None:
-        if what not in bars:
-            bars[what] = tqdm(total=total, desc=what, unit="text", file=sys.stderr, leave=False)
-        bar = bars[what]
-        bar.total, bar.n = total, done
-        bar.refresh()
-
-    return update
-
-
 def confidence_groups(results: list[QuestionResult]) -> dict[str, dict[str, list[float]]]:
     """{language: {"answerable": [...], "unanswerable": [...]}}: the gate's threshold is per language."""
     groups: dict = {}
@@ -388,7 +399,16 @@ def main(args) -> int:
     thresholds_path = Path(getattr(args, "thresholds", None) or THRESHOLDS)
     thresholds = read_thresholds(thresholds_path, args.suite)
     run = run_xquad if args.suite == "xquad" else run_seeds
-    summary, results, bot = run(args, out)
+    if getattr(args, "mode", None) == "llm" or getattr(args, "llm", None):
+        if args.suite != "seeds":
+            raise ConfigError("--mode llm runs on the seeds suite only (each question is also asked extractively)")
+        from eval.llm_mode import llm_config
+
+        local = args.llm_model if getattr(args, "llm", None) == "local" else None
+        with llm_config(load_config(), local) as config:
+            summary, results, bot = run_seeds(args, out, config)
+    else:
+        summary, results, bot = run(args, out)
     failures = check_thresholds(summary, thresholds)
     gate = getattr(bot.answerer, "abstain_threshold", None)
     report = {

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from rag.config import REPO_ROOT
 from rag.errors import ConfigError, CorpusError, SanadError
+from rag.progress import progress_bar
 
 SOURCES = (REPO_ROOT.parent / "shared" / "datasets" / "qa-train", REPO_ROOT.parent / "shared" / "benchmarks" / "xquad")
 
@@ -188,18 +189,12 @@ def run(out: Path, limit: int | None = None, config=None, sources=SOURCES, progr
     corpus = write_corpus([records[n - 1] for n in used], out / "soak_corpus")
     started = time.perf_counter()
     bot = ChatBot(corpus=corpus, config=config, index_dir=out / "index-soak", strict=True,
-                  progress=_progress() if progress else None)
+                  progress=progress_bar() if progress else None)
     index_seconds = time.perf_counter() - started
     journal = out / f"asked-{limit or 'all'}.jsonl"
     summary = {"paragraphs": len(used), "chunks": len(bot.index), "index_seconds": round(index_seconds, 1),
                "limit": limit, "journal": str(journal), **ask_all(bot, questions, journal, progress)}
     return summary
-
-
-def _progress():
-    from rag.cli import _progress_bar
-
-    return _progress_bar()
 
 
 def main(args) -> int:

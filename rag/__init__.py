@@ -6,14 +6,13 @@
     for c in answer.citations:
         print(c.n, c.source, c.quote)
 """
-__version__ = "0.1.0"
-
-from rag.chatbot import ChatBot, ask  # noqa: E402
-from rag.config import SanadConfig, load_config  # noqa: E402
-from rag.errors import (  # noqa: E402
+from rag.chatbot import ChatBot, ask
+from rag.config import SanadConfig, load_config
+from rag.errors import (
     ConfigError, CorpusError, IndexMismatchError, LLMError, ModelError, QuestionError, SanadError, StoreError,
 )
-from rag.types import Answer, Article, Chunk, Citation, Hit, Sentence  # noqa: E402
+from rag.types import Answer, Article, Chunk, Citation, Hit, Sentence
+from rag.version import __version__
 
 __all__ = [
     "Answer", "Article", "ChatBot", "Chunk", "Citation", "ConfigError", "CorpusError", "Hit",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from rag.config import DEFAULT_CORPUS, SanadConfig, load_config
+from rag.documents import articles_from_documents
 from rag.errors import ConfigError, CorpusError, QuestionError
 from rag.ingest import SUFFIXES, Scan, read_file, scan_corpus
 from rag.store import Progress, UpdateReport, files_table, update_index
@@ -55,7 +56,7 @@ class ChatBot:
             llm = from_config(self.config)
             if llm is None:
                 raise ConfigError("answer.mode is 'llm' but no LLM server is set: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL")
-        self.answerer = Answerer(self.config, Reader(self.embedder), llm=llm)
+        self.answerer = Answerer(self.config, Reader(self.embedder, precision=self.config.answer.precision), llm=llm)
 
     @classmethod
     def from_dir(cls, path: str | Path, **kwargs) -> "ChatBot":
@@ -69,8 +70,6 @@ class ChatBot:
         Their metadata fills the `Article` fields and their ids are stable across runs, so running
         this again with the same documents reuses the index on disk instead of embedding anew.
         """
-        from rag.llama_index import articles_from_documents
-
         articles = articles_from_documents(documents)
         return cls(articles=articles, **kwargs)
 
@@ -176,8 +175,6 @@ class ChatBot:
         They are held by this chatbot, not copied to disk: a new chatbot is given them again
         (and finds their vectors in the index).
         """
-        from rag.llama_index import articles_from_documents
-
         articles = articles_from_documents(documents)
         with self._lock:
             before = dict(self._documents)

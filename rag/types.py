@@ -31,13 +31,18 @@ class Corpus:
 
 
 @dataclass(frozen=True)
-class Sentence:
-    """A sentence span inside an article."""
+class Excerpt:
+    """An exact stretch of an article: ``text == article.text[start:end]`` (character offsets)."""
 
     article_id: str
     start: int
     end: int
-    text: str  # == article.text[start:end]
+    text: str
+
+
+@dataclass(frozen=True)
+class Sentence(Excerpt):
+    """A sentence of an article."""
 
 
 @dataclass(frozen=True)
@@ -63,13 +68,9 @@ class Hit:
 
 
 @dataclass(frozen=True)
-class Span:
-    """A stretch of an article the reader points at as the answer (article offsets)."""
+class Span(Excerpt):
+    """The stretch of an article the reader points at as the answer."""
 
-    article_id: str
-    start: int
-    end: int
-    text: str  # == article.text[start:end]
     score: float  # start + end logits: compares the spans of one question
 
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from eval import bench
+from eval import bench, bench_common, bench_scale
 from rag.config import REPO_ROOT
 
 SECTIONS = ("update", "query", "ingestion", "cold_start", "scale", "memory")
@@ -63,8 +63,19 @@ def test_query_section_has_latency_floor_and_profile(report):
     query = report["sections"]["query"]
     assert {"ask_p50", "ask_p95", "floor_p50", "floor_p95", "retrieve_p50", "reader_p50", "reader_p95",
             "answer_p50"} <= query["figures_ms"].keys()
-    assert query["figures_ms"]["ask_p50"]["runs"] == bench.SMOKE.rounds
+    assert query["figures_ms"]["ask_p50"]["runs"] == bench_common.SMOKE.rounds
     assert query["chunks"] > 0 and query["profile"] and query["peak_rss_mib"] > 0
+
+
+def test_precision_section_times_each_precision_and_counts_changed_answers(report):
+    section = report["sections"]["precision"]
+    assert list(section) == ["float32", "bfloat16", "int8"] and sum(p["default"] for p in section.values()) == 1
+    for name, p in section.items():
+        assert {"floor_p50", "forward_p50", "ask_p50", "ask_p95", "ask_over_floor"} <= p["figures_ms"].keys()
+        assert p["questions"] == bench_common.SMOKE.questions and p["tokens_per_question"] > 0
+        assert (p["answers_changed"] is None) == (name == "float32")
+        assert (p["passes_s"] is not None) == p["default"]
+    assert any(name.startswith("warm ask p50 <= 4x embedding") for name in report["goals"])
 
 
 def test_ingestion_compares_with_llama_index_on_the_same_chunks(report):
@@ -82,9 +93,9 @@ def test_cold_start_scale_and_memory(report):
     cold = report["sections"]["cold_start"]
     assert set(cold["seconds"]) == {"sanad_ask", "import_sentence_transformers"} and cold["phases"]
     corpora = report["sections"]["scale"]["corpora"]
-    assert list(corpora) == [str(n) for n in bench.SMOKE.scale_chunks]
+    assert list(corpora) == [str(n) for n in bench_common.SMOKE.scale_chunks]
     for result in corpora.values():
-        assert result["chunks"] == bench.SMOKE.scale_chunks[0]
+        assert result["chunks"] == bench_common.SMOKE.scale_chunks[0]
         assert 0.0 <= result["recall"]["recall@10"] <= 1.0 and result["peak_rss_mib"] > 0
     assert set(report["sections"]["memory"]) == {"chat", "model"}
     assert set(report["goals"]) and all(isinstance(met, bool) for met in report["goals"].values())
@@ -92,9 +103,9 @@ def test_cold_start_scale_and_memory(report):
 
 def test_update_section_adds_articles_to_every_scale_index(report):
     corpora = report["sections"]["update"]["corpora"]
-    assert list(corpora) == [str(n) for n in bench.SMOKE.scale_chunks]
+    assert list(corpora) == [str(n) for n in bench_common.SMOKE.scale_chunks]
     for result in corpora.values():
-        assert result["articles"] == bench.SMOKE.update_articles and result["new_chunks"] >= result["articles"]
+        assert result["articles"] == bench_common.SMOKE.update_articles and result["new_chunks"] >= result["articles"]
         assert result["update_s"]["median"] > 0 and result["embed_s"]["median"] > 0
         assert result["open_rss_mib"]["median"] >= result["model_rss_mib"]["median"] > 0
 
@@ -111,12 +122,12 @@ def test_markdown_and_plot_are_written(smoke, report):
 
 def test_synthetic_sentences_slice_back_to_the_pool():
     pool = [f"جملة رقم {i} عن الأخبار." for i in range(40)]
-    articles = bench.synthetic_articles(5, pool, seed=3)
+    articles = bench_scale.synthetic_articles(5, pool, seed=3)
     for text, spans in articles:
-        assert len(spans) == bench.CHUNK_STRIDE * bench.CHUNKS_PER_ARTICLE + 1
+        assert len(spans) == bench_scale.CHUNK_STRIDE * bench_scale.CHUNKS_PER_ARTICLE + 1
         assert all(text[start:end] == pool[pool_id] for pool_id, start, end in spans)
 
 
 def test_spread_and_percentile():
-    assert bench.spread([3, 1, 2]) == {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 3}
-    assert bench.percentile(np.arange(101), 95) == pytest.approx(95.0)
+    assert bench_common.spread([3, 1, 2]) == {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 3}
+    assert bench_common.percentile(np.arange(101), 95) == pytest.approx(95.0)

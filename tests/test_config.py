@@ -167,3 +167,31 @@ def test_replace_changes_one_field_and_validates():
     assert hnsw.store.hnsw_m == config.store.hnsw_m and hnsw.chunk == config.chunk
     with pytest.raises(ConfigError, match="store.index"):
         config.replace(store={"index": "annoy"})
+
+
+def test_the_readme_lists_every_setting_with_its_default_and_nothing_else():
+    """The README's configuration table cannot drift from `rag/config.py`."""
+    import dataclasses
+    import re
+
+    from rag.config import _ALIASES, REPO_ROOT, SanadConfig
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration", 1)[1]
+    table = section[section.index("| variable"):].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        name_cell, default_cell, _ = (cell.strip() for cell in line.strip("|").split("|", 2))
+        name = re.match(r"`(SANAD_\w+)`", name_cell).group(1)
+        rows[name] = (default_cell, set(re.findall(r"alias `(SANAD_\w+)`", name_cell)))
+    expected = {}
+    for section in dataclasses.fields(SanadConfig):
+        if section.name == "cache_dir":
+            continue
+        for f in dataclasses.fields(section.default_factory):
+            default = f.default
+            shown = "unset" if default is None else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+            aliases = {alias for alias, target in _ALIASES.items() if target == (section.name, f.name)}
+            expected[f"SANAD_{section.name}_{f.name}".upper()] = (shown, aliases - {f"SANAD_{section.name}_{f.name}".upper()})
+    assert {name: rows[name] for name in expected if name in rows} == expected
+    assert set(rows) - set(expected) == {"SANAD_CACHE_DIR", "SANAD_CONFIG"}

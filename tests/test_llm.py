@@ -49,8 +49,8 @@ PASSAGE = ("وقال وزير الخارجية الأمريكي أنتوني ب�
 
 
 def test_a_number_missing_from_the_passage_fails():
-    assert verify("يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك بحسب بلينكن", [PASSAGE])
-    assert not verify("يتمركز ما يصل إلى 9 آلاف جندي كوري شمالي في منطقة كورسك بحسب بلينكن", [PASSAGE])
+    assert verify("يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك", [PASSAGE])
+    assert not verify("يتمركز ما يصل إلى 9 آلاف جندي كوري شمالي في منطقة كورسك", [PASSAGE])
     assert not verify("قال بلينكن إن 300 جندي كوري شمالي قتلوا في كورسك", [PASSAGE])
 
 
@@ -61,8 +61,24 @@ def test_arabic_indic_digits_match_western_digits():
 
 @pytest.mark.parametrize("figure", ["8,000", "ثمانية آلاف", "8000", "٨٬٠٠٠"])
 def test_a_figure_matches_however_it_is_written(figure):
-    assert verify("يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في كورسك", [f"يتمركز {figure} جندي كوري شمالي في كورسك."])
+    assert verify("يتمركز 8 آلاف جندي كوري شمالي في كورسك", [f"يتمركز {figure} جندي كوري شمالي في كورسك."])
     assert verify(f"يتمركز {figure} جندي كوري شمالي في كورسك", [PASSAGE])
+
+
+def test_every_content_word_must_be_in_the_cited_passages():
+    """Not most of them: "according to Blinken" is a claim about who said it, and the passage does not say "according to"."""
+    assert verify("وقال بلينكن إن ما يصل إلى 8 آلاف يتمركزون في منطقة كورسك", [PASSAGE])
+    second = "وكانت الولايات المتحدة قد أكدت وجود أكثر من 11 ألف جندي كوري شمالي في مدينة كورسك."
+    assert verify("وأكدت الولايات المتحدة وجود أكثر من 11 ألف جندي في كورسك", [second])  # a conjunction may differ
+    assert not verify("يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك بحسب بلينكن", [PASSAGE])
+    assert not verify("يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك منذ أسبوعين", [PASSAGE])
+
+
+def test_a_negation_its_sources_do_not_make_fails():
+    assert not verify("لا يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك", [PASSAGE])
+    assert not verify("Blinken said up to 8,000 troops are not in Kursk.", [PASSAGE], similarity=0.95)
+    negated = "ونفت روسيا أن يكون الجنود الكوريون الشماليون في كورسك، وقالت إن التقارير غير صحيحة."
+    assert verify("قالت روسيا إن التقارير غير صحيحة", [negated])  # the source itself negates
 
 
 def test_low_content_word_coverage_fails():
@@ -76,7 +92,7 @@ def test_a_sentence_needs_a_cited_passage():
 
 
 def test_a_number_may_come_from_any_cited_passage():
-    sentence = "دخل 10 آلاف جندي كوري شمالي روسيا، وأكدت الولايات المتحدة وجود أكثر من 11 ألف جندي في كورسك"
+    sentence = "دخل 10 آلاف جندي كوري شمالي الأراضي الروسية، وأكدت الولايات المتحدة وجود أكثر من 11 ألف جندي في كورسك"
     second = "وكانت الولايات المتحدة قد أكدت وجود أكثر من 11 ألف جندي كوري شمالي في مدينة كورسك."
     assert not verify(sentence, [PASSAGE])
     assert verify(sentence, [PASSAGE, second])
@@ -258,14 +274,14 @@ def test_a_faithful_answer_is_returned_with_its_citations(llm_bot, seeds_bot, re
     def faithful(request):
         blinken, us = _number(request, BLINKEN_SOURCE), _number(request, US_SOURCE)
         return (f"أكدت الولايات المتحدة وكوريا الجنوبية وجود أكثر من 11 ألف جندي كوري شمالي في مدينة كورسك [{us}].\n"
-                f"أما بلينكن فقال إن ما يصل إلى ثمانية آلاف جندي كوري شمالي يتمركزون في منطقة كورسك. [{blinken}]")
+                f"وقال بلينكن إن ما يصل إلى ثمانية آلاف جندي كوري شمالي يتمركزون في منطقة كورسك. [{blinken}]")
 
     requests = replies(faithful)
     answer = _ask(llm_bot, KURSK, requests)
     assert requests[0]["path"] == "/v1/chat/completions" and not requests[0].get("stream")
     assert answer.mode == "llm" and not answer.abstained
     assert answer.text == ("أكدت الولايات المتحدة وكوريا الجنوبية وجود أكثر من 11 ألف جندي كوري شمالي في مدينة "
-                           "كورسك [1].\nأما بلينكن فقال إن ما يصل إلى ثمانية آلاف جندي كوري شمالي يتمركزون في "
+                           "كورسك [1].\nوقال بلينكن إن ما يصل إلى ثمانية آلاف جندي كوري شمالي يتمركزون في "
                            "منطقة كورسك. [2]")  # renumbered in order of use; the marker after the stop kept
     assert US_SOURCE in answer.citations[0].quote and BLINKEN_SOURCE in answer.citations[1].quote
     _assert_citations_hold(answer, llm_bot)
@@ -317,12 +333,12 @@ def test_an_english_answer_from_arabic_sources_is_checked_across_languages(llm_b
 def test_an_invented_number_is_dropped(llm_bot, replies):
     def with_invented(request):
         n = _number(request, BLINKEN_SOURCE)
-        return (f"يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك بحسب بلينكن [{n}]. "
+        return (f"يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك [{n}]. "
                 f"وقد قُتل 300 جندي كوري شمالي منهم في منطقة كورسك [{n}].")
 
     answer = _ask(llm_bot, BLINKEN, replies(with_invented))
     assert answer.mode == "llm"
-    assert answer.text == "يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك بحسب بلينكن [1]."
+    assert answer.text == "يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك [1]."
     _assert_citations_hold(answer, llm_bot)
 
 
@@ -332,14 +348,26 @@ def _invented_only(request):
             f"وأرسلت بيونغ يانغ 25 ألف جندي آخرين في نوفمبر [{n}].")
 
 
+def _another_figure(request):  # verified, but not the reader's answer to this question (8,000 per Blinken)
+    return f"أكدت الولايات المتحدة وكوريا الجنوبية وجود أكثر من 11 ألف جندي كوري شمالي في مدينة كورسك [{_number(request, US_SOURCE)}]."
+
+
+def _too_many_sources(request):  # true, but resting on four sources at once
+    n = _number(request, BLINKEN_SOURCE)
+    others = [m for m in _sources(request) if m != n][:3]
+    return "يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك " + "".join(f"[{m}]" for m in [n, *others]) + "."
+
+
 @pytest.mark.parametrize("script", [
     _invented_only,  # one sentence of three survives
+    _another_figure,
+    _too_many_sources,
     "يتمركز 8 آلاف جندي كوري شمالي في منطقة كورسك.",  # no citation
     "يتمركز ما يصل إلى 8 آلاف جندي كوري شمالي في منطقة كورسك [99].",  # a source that was not given
     "لا تتضمن المصادر إجابة عن هذا السؤال.",  # the model abstains while the extractive answer does not
     "",
     500,  # the server fails
-], ids=["too-little-survives", "uncited", "unknown-source", "model-abstains", "empty", "server-error"])
+], ids=["too-little-survives", "not-the-readers-answer", "four-sources", "uncited", "unknown-source", "model-abstains", "empty", "server-error"])
 def test_the_extractive_answer_is_the_fallback(llm_bot, seeds_bot, replies, script, caplog):
     requests = replies(script)
     with caplog.at_level(logging.INFO, logger="rag.llm"):

@@ -2,7 +2,6 @@
 the shared embedding layer, precision, and how the index notices a changed reader."""
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 
@@ -67,21 +66,42 @@ def test_the_reader_shares_the_embedders_embedding_layer(seeds_bot, reader):
 
 def test_bfloat16_reads_like_float32(seeds_bot, reader):
     """The default precision on CPUs with native bfloat16 gives the float32 answer."""
-    import rag.reader as module
-
-    questions = ["من هو المتحدث باسم الكرملين؟", "How many North Korean troops are in Kursk?"]
-    for question in questions:
+    bfloat16, exact = (Reader(seeds_bot.embedder, precision=name) for name in ("bfloat16", "float32"))
+    assert exact.precision == "float32" and reader.precision in ("bfloat16", "float32")
+    for question in ["من هو المتحدث باسم الكرملين؟", "How many North Korean troops are in Kursk?"]:
         hits = seeds_bot.retrieve(question)
-        default = reader.read(question, hits)
-        original = module.precision
-        module.precision = contextlib.nullcontext
-        try:
-            exact = reader.read(question, hits)
-        finally:
-            module.precision = original
+        default, exact_readings = bfloat16.read(question, hits), exact.read(question, hits)
         best = lambda readings: max(readings, key=lambda r: r.answer_logit)  # noqa: E731
-        assert best(default).spans[0].text == best(exact).spans[0].text
-        assert np.allclose([r.answer_logit for r in default], [r.answer_logit for r in exact], atol=0.5)
+        assert best(default).spans[0].text == best(exact_readings).spans[0].text
+        assert np.allclose([r.answer_logit for r in default], [r.answer_logit for r in exact_readings], atol=0.5)
+
+
+def test_the_int8_reader_quantizes_only_its_own_layers_and_reads_exact_spans(seeds_bot, reader):
+    """An option, not the default (it moves answers: `sanad bench --only precision`): the transformer
+    layers' linear weights become int8; the embeddings stay the embedder's own float32 module."""
+    import torch
+
+    int8 = Reader(seeds_bot.embedder, precision="int8")
+    linears = [m for m in int8._module.encoder.encoder.modules() if type(m).__name__ == "Linear"]
+    assert len(linears) == 12 * 6 and all("quantized" in type(m).__module__ for m in linears)  # all 72 quantized
+    assert int8._module.encoder.embeddings is seeds_bot.embedder._model[0].auto_model.embeddings
+    assert isinstance(int8._module.span, torch.nn.Linear) and int8._module.span.weight.dtype == torch.float32
+    assert all(type(m) is torch.nn.Linear for m in reader._module.encoder.encoder.modules() if type(m).__name__ == "Linear")
+    question = "How many North Korean troops are in Kursk?"
+    for reading in int8.read(question, seeds_bot.retrieve(question)):
+        assert np.isfinite(reading.answer_logit) and reading.spans
+        for span in reading.spans:
+            assert seeds_bot.index.article(span.article_id).text[span.start:span.end] == span.text
+
+
+def test_an_unknown_precision_is_a_clear_error(seeds_bot):
+    from rag.config import load_config
+    from rag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="answer.precision.*'fp8'"):
+        load_config(env={"SANAD_ANSWER_PRECISION": "fp8"})
+    with pytest.raises(ModelError, match="'fp8'"):
+        Reader(seeds_bot.embedder, precision="fp8")
 
 
 def test_the_index_records_the_reader_and_rebuilds_when_it_changes(seeds_index_copy, seeds_index, embedder, config):

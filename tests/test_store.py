@@ -1,4 +1,4 @@
-"""rag/store.py: the index on disk. Manifest, atomic versions, incremental updates, FAISS kinds.
+"""rag/store/: the index on disk. Manifest, atomic versions, incremental updates, FAISS kinds.
 
 The seeds index is built once per session (conftest); tests that change an index work on a
 copy of its folder, or build a three-article index of their own when a full rebuild is the
@@ -438,7 +438,7 @@ def test_unchanged_ids_are_kept_without_their_texts(tiny_index_dir, config, embe
 
 
 def test_plan_merges_bounds_segments_per_tier():
-    factor, base = store.MERGE_FACTOR, store.TIER_CHUNKS
+    factor, base = store.update.MERGE_FACTOR, store.update.TIER_CHUNKS
     assert store.plan_merges([(10, 10)] * (factor - 1)) == []
     assert store.plan_merges([(10, 10)] * factor) == [list(range(factor))]
     big = [(base * factor, base * factor)] * (factor - 1)
@@ -447,7 +447,7 @@ def test_plan_merges_bounds_segments_per_tier():
 
 
 def test_merges_expunge_tombstones_and_keep_every_live_chunk(tmp_path, config, embedder, monkeypatch):
-    monkeypatch.setattr(store, "MERGE_FACTOR", 2)
+    monkeypatch.setattr(store.update, "MERGE_FACTOR", 2)
     index_dir = tmp_path / "index"
     update_index(index_dir, TINY[:1], embedder, config)
     index, report = update_index(index_dir, TINY[:2], embedder, config)  # two tier-0 segments: merged
@@ -462,7 +462,7 @@ def test_merges_expunge_tombstones_and_keep_every_live_chunk(tmp_path, config, e
 
 
 def test_a_reader_keeps_its_version_while_an_update_replaces_it(tiny_index_dir, config, embedder, monkeypatch):
-    monkeypatch.setattr(store, "MERGE_FACTOR", 2)
+    monkeypatch.setattr(store.update, "MERGE_FACTOR", 2)
     before = open_index(tiny_index_dir, expected_manifest(config, embedder))
     chunks = [before.chunk(row) for row in range(len(before))]
     after, _ = update_index(tiny_index_dir, [TINY[0], TINY[1], Article("x.txt", "x.txt", "س", "خبر قصير جدا.")],
@@ -486,9 +486,9 @@ def test_an_interrupted_update_leaves_an_openable_index_and_is_cleaned_up(tiny_i
         write_version(*args, **kwargs)
         raise Killed
 
-    write_version = store._write_version
-    target = {"before the version is written": (store, "_write_version", kill), "before the switch": (os, "replace", kill),
-              "before the clean-up": (store, "_write_version", switch_then_kill)}[interrupt]
+    write_version = store.update.write_version
+    target = {"before the version is written": (store.update, "write_version", kill), "before the switch": (os, "replace", kill),
+              "before the clean-up": (store.update, "write_version", switch_then_kill)}[interrupt]
     monkeypatch.setattr(*target)
     new = Article("new.txt", "new.txt", "جديد", "خبر جديد عن افتتاح مكتبة في طرابلس.")
     with pytest.raises(Killed):

@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 import gradio as gr
 
 from rag.chatbot import UPLOADS, ChatBot
+from rag.config import SanadConfig
 from rag.errors import SanadError
 from rag.ingest import SUFFIXES
 from rag.types import Answer, Article, Citation
@@ -57,7 +58,6 @@ EXAMPLES = [
     "What did South Korea ask the Russian ambassador?",
 ]
 GENERIC_ERROR = "حدث خطأ غير متوقع؛ سُجّلت تفاصيله في سجل الخادم. حاول مرة أخرى."
-ANSWER_CONCURRENCY = 2  # answers run on the CPU: more at once only slows each one down
 MAX_PASSAGES = 20
 UPLOAD_HINT = (f"الأنواع المقبولة: {'، '.join(suffix.lstrip('.') for suffix in SUFFIXES)}؛ "
                "الملفات النصية بترميز UTF-8 أو UTF-16 أو Windows-1256 أو ISO-8859-6، حتى {mb:g} ميغابايت للملف.")
@@ -317,7 +317,7 @@ def build_app(bot: ChatBot) -> gr.Blocks:
         ask_inputs = [question, turns, show_scores]
         ask_outputs = [question, transcript, pending]
         answer_args = dict(fn=handlers.answer, inputs=[pending, turns, top_k, mode, show_scores],
-                           outputs=[transcript, turns], concurrency_limit=ANSWER_CONCURRENCY,
+                           outputs=[transcript, turns], concurrency_limit=bot.config.answer.concurrency,
                            concurrency_id="answer", show_progress="hidden")
         asked = question.submit(handlers.ask, ask_inputs, ask_outputs, api_name="ask", show_progress="hidden")
         asked.success(**answer_args, api_name="answer").then(handlers.unlock, None, [question, pending],
@@ -346,12 +346,13 @@ def build_app(bot: ChatBot) -> gr.Blocks:
     return demo
 
 
-def launch(corpus: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False):
+def launch(corpus: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           config: SanadConfig | None = None):
     """``sanad chat``: load the model and index once, then serve the page until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     print("سند: loading the model and the index…", file=sys.stderr)
-    bot = ChatBot(corpus=corpus)
+    bot = ChatBot(corpus=corpus, config=config)
     print(f"سند: {len(bot.articles)} articles, {len(bot.index)} chunks from {bot.corpus}", file=sys.stderr)
     for file, reason in bot.last_update.skipped:
         print(f"skipped {file}: {reason}", file=sys.stderr)

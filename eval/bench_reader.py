@@ -1,0 +1,127 @@
+"""The reader's share of a question, per precision: ``sanad bench --only precision``.
+
+For float32, bfloat16 and int8 in turn, a fresh worker process answers the seed questions and times,
+in the same process and round: embedding the question alone (the floor), the reader's forward pass
+alone (the question's windows encoded beforehand), and the whole ``ask``. It also records each
+answer, so the report says how many answers a precision changes against float32.
+
+For the default precision the worker also times the same reader passes three ways, to choose how
+the chat server shares the CPU between users: one question at a time, two questions at once on two
+threads, and the windows of several questions in one batched pass.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import numpy as np
+
+PRECISIONS = ("float32", "bfloat16", "int8")
+GATHERED = 6  # questions whose windows share one batched pass
+
+
+def _ms(values: list[float], q: float) -> float:
+    return 1000 * float(np.percentile(values, q))
+
+
+def worker_precision(args: dict) -> dict:
+    """Warm timings of one precision (``args["precision"]``) over ``args["rounds"]`` rounds of questions."""
+    from rag.arabic import strip_diacritics
+    from rag.chatbot import ChatBot
+    from rag.config import load_config
+    from rag.reader import encode, resolve_precision
+
+    config = load_config().replace(answer={"precision": args["precision"]})
+    bot = ChatBot(corpus=args["corpus"], config=config, index_dir=args["index_dir"])
+    reader, questions = bot.answerer.reader, args["questions"]
+    for question in questions[:3]:  # warm-up: first calls load lazily
+        bot.ask(question)
+    windows = []
+    for question in questions:
+        hits = bot.retrieve(question, query_vector=bot.embedder.encode_queries([question])[0])
+        windows.append(encode(reader._tokenizer, [strip_diacritics(question)] * len(hits), [h.chunk.text for h in hits],
+                              reader.max_tokens, reader.stride, reader.question_tokens))
+    rounds = []
+    for _ in range(args["rounds"]):
+        floor, forward, ask = [], [], []
+        for question, question_windows in zip(questions, windows):
+            floor.append(_timed(bot.embedder.encode_queries, [question]))
+            forward.append(_timed(reader.forward, question_windows))
+            ask.append(_timed(bot.ask, question))
+        rounds.append({"floor_p50": _ms(floor, 50), "forward_p50": _ms(forward, 50), "ask_p50": _ms(ask, 50),
+                       "ask_p95": _ms(ask, 95), "ask_over_floor": statistics.median(ask) / statistics.median(floor)})
+    default = resolve_precision("auto") == resolve_precision(args["precision"])
+    result = {"default": default, "rounds": rounds,
+              "tokens_per_question": float(np.median([sum(len(w.input_ids) for w in ws) for ws in windows])),
+              "windows_per_question": float(np.median([len(ws) for ws in windows])),
+              "answers": [bot.ask(question).text for question in questions]}
+    if default:
+        result["passes_s"] = reader_passes(reader, windows)
+    return result
+
+
+def reader_passes(reader, windows: list) -> dict:
+    """Seconds for every question's reader pass: one at a time, two at once, `GATHERED` per batched pass."""
+    def one_at_a_time():
+        for question_windows in windows:
+            reader.forward(question_windows)
+
+    def two_at_once():
+        threads = [threading.Thread(target=lambda half=half: [reader.forward(w) for w in windows[half::2]]) for half in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def gathered():
+        for at in range(0, len(windows), GATHERED):
+            reader.forward([w for question_windows in windows[at:at + GATHERED] for w in question_windows])
+
+    return {name: _timed(run) for name, run in (("one_at_a_time", one_at_a_time), ("two_at_once", two_at_once),
+                                                ("gathered", gathered))}
+
+
+def _timed(function, *args) -> float:
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def summarize(results: dict[str, dict], spread) -> dict:
+    """Per precision: the figures' spread over rounds, and answers that differ from float32's."""
+    reference = results.get("float32", {}).get("answers")
+    summary = {}
+    for name, result in results.items():
+        rounds = result["rounds"]
+        summary[name] = {"figures_ms": {key: spread([r[key] for r in rounds]) for key in rounds[0]},
+                         "tokens_per_question": result["tokens_per_question"],
+                         "windows_per_question": result["windows_per_question"],
+                         "answers_changed": (sum(a != b for a, b in zip(result["answers"], reference))
+                                             if reference and name != "float32" else None),
+                         "questions": len(result["answers"]), "default": result["default"],
+                         "passes_s": result.get("passes_s")}
+    return summary
+
+
+def render(section: dict, cell) -> list[str]:
+    """The markdown lines of the section."""
+    lines = ["", "## The reader's share, per precision (seed questions, warm)", "",
+             "Floor: embedding the question alone; forward: the reader's pass over the question's windows alone; "
+             "answers changed: against float32, same questions.", "",
+             "| precision | floor p50 ms | reader forward p50 ms | ask p50 ms | ask p95 ms | ask / floor | answers changed |",
+             "|---|---|---|---|---|---|---|"]
+    for name, p in section.items():
+        f = p["figures_ms"]
+        changed = "—" if p["answers_changed"] is None else f"{p['answers_changed']}/{p['questions']}"
+        lines.append(f"| {name}{' (default here)' if p['default'] else ''} | {cell(f['floor_p50'])} | {cell(f['forward_p50'])} | {cell(f['ask_p50'])} | "
+                     f"{cell(f['ask_p95'])} | {cell(f['ask_over_floor'], 2)} | {changed} |")
+    default = next((p for p in section.values() if p.get("passes_s")), None)
+    if default:
+        first = next(iter(section.values()))
+        s = default["passes_s"]
+        lines += ["", f"Reader passes for {default['questions']} questions ({first['windows_per_question']:.0f} windows, "
+                  f"{first['tokens_per_question']:.0f} tokens each, median), default precision: one at a time "
+                  f"{s['one_at_a_time']:.2f} s, two at once {s['two_at_once']:.2f} s, {GATHERED} questions per batched "
+                  f"pass {s['gathered']:.2f} s."]
+    return lines

@@ -161,7 +161,7 @@ def bench_precision(plan: Plan, work: Path, env: dict) -> dict:
     args = {"corpus": str(DEFAULT_CORPUS), "index_dir": str(work / "seeds-index"),
             "questions": questions_seeds(plan.questions), "rounds": plan.rounds}
     results = {name: run_worker("precision", {**args, "precision": name}, env) for name in bench_reader.PRECISIONS}
-    return bench_reader.summarize(results, spread)
+    return bench_reader.summarize(results)
 
 
 def bench_memory(plan: Plan, work: Path, env: dict) -> dict:

@@ -13,44 +13,37 @@ from __future__ import annotations
 
 import statistics
 import threading
-import time
 
 import numpy as np
+
+from eval.bench_common import percentile, spread, timed
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 GATHERED = 6  # questions whose windows share one batched pass
 
 
-def _ms(values: list[float], q: float) -> float:
-    return 1000 * float(np.percentile(values, q))
-
-
 def worker_precision(args: dict) -> dict:
     """Warm timings of one precision (``args["precision"]``) over ``args["rounds"]`` rounds of questions."""
-    from rag.arabic import strip_diacritics
     from rag.chatbot import ChatBot
     from rag.config import load_config
-    from rag.reader import encode, resolve_precision
+    from rag.reader import resolve_precision
 
     config = load_config().replace(answer={"precision": args["precision"]})
     bot = ChatBot(corpus=args["corpus"], config=config, index_dir=args["index_dir"])
     reader, questions = bot.answerer.reader, args["questions"]
     for question in questions[:3]:  # warm-up: first calls load lazily
         bot.ask(question)
-    windows = []
-    for question in questions:
-        hits = bot.retrieve(question, query_vector=bot.embedder.encode_queries([question])[0])
-        windows.append(encode(reader._tokenizer, [strip_diacritics(question)] * len(hits), [h.chunk.text for h in hits],
-                              reader.max_tokens, reader.stride, reader.question_tokens))
+    windows = [reader.windows(question, bot.retrieve(question)) for question in questions]
     rounds = []
     for _ in range(args["rounds"]):
         floor, forward, ask = [], [], []
         for question, question_windows in zip(questions, windows):
-            floor.append(_timed(bot.embedder.encode_queries, [question]))
-            forward.append(_timed(reader.forward, question_windows))
-            ask.append(_timed(bot.ask, question))
-        rounds.append({"floor_p50": _ms(floor, 50), "forward_p50": _ms(forward, 50), "ask_p50": _ms(ask, 50),
-                       "ask_p95": _ms(ask, 95), "ask_over_floor": statistics.median(ask) / statistics.median(floor)})
+            floor.append(timed(bot.embedder.encode_queries, [question]))
+            forward.append(timed(reader.forward, question_windows))
+            ask.append(timed(bot.ask, question))
+        ms = lambda values, q: 1000 * percentile(values, q)  # noqa: E731
+        rounds.append({"floor_p50": ms(floor, 50), "forward_p50": ms(forward, 50), "ask_p50": ms(ask, 50),
+                       "ask_p95": ms(ask, 95), "ask_over_floor": statistics.median(ask) / statistics.median(floor)})
     default = resolve_precision("auto") == resolve_precision(args["precision"])
     result = {"default": default, "rounds": rounds,
               "tokens_per_question": float(np.median([sum(len(w.input_ids) for w in ws) for ws in windows])),
@@ -78,17 +71,11 @@ def reader_passes(reader, windows: list) -> dict:
         for at in range(0, len(windows), GATHERED):
             reader.forward([w for question_windows in windows[at:at + GATHERED] for w in question_windows])
 
-    return {name: _timed(run) for name, run in (("one_at_a_time", one_at_a_time), ("two_at_once", two_at_once),
+    return {name: timed(run) for name, run in (("one_at_a_time", one_at_a_time), ("two_at_once", two_at_once),
                                                 ("gathered", gathered))}
 
 
-def _timed(function, *args) -> float:
-    start = time.perf_counter()
-    function(*args)
-    return time.perf_counter() - start
-
-
-def summarize(results: dict[str, dict], spread) -> dict:
+def summarize(results: dict[str, dict]) -> dict:
     """Per precision: the figures' spread over rounds, and answers that differ from float32's."""
     reference = results.get("float32", {}).get("answers")
     summary = {}

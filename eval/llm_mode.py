@@ -50,10 +50,10 @@ def llm_config(config, local: str | None):
     from rag.errors import ConfigError
 
     if local:
-        from rag.local_llm import model_named, serve
+        from rag.local_llm import serving
 
-        with serve(model_named(local), config.cache_dir) as server:
-            yield server.configure(config)
+        with serving(config, local) as llm_config:
+            yield llm_config
         return
     if not config.llm.base_url:
         raise ConfigError("--mode llm needs a server: --llm local, or SANAD_LLM_BASE_URL and SANAD_LLM_MODEL")

@@ -11,6 +11,7 @@ falls below its threshold (or rises above a ``max`` ceiling), naming each one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -192,7 +193,7 @@ def run_seeds(args, out: Path, config=None):
         query = bot.answerer.retrieval_query(gold.question, history)
         hits = bot.retrieve(query, top_k=DEPTH)
         gold_articles = {ids_by_name.get(name, name) for name in gold.articles}
-        with replies.listening():
+        with replies.listening() if llm else contextlib.nullcontext():
             answer, latency = timed_ask(bot, gold.question, history)
         if llm:
             extractive = bot.ask(gold.question, history, mode="extractive")

@@ -77,11 +77,11 @@ def cmd_chat(args) -> int:
     if args.llm != "local":
         launch(corpus=args.corpus, host=args.host, port=args.port, share=args.share, config=config)
         return 0
-    from rag.local_llm import model_named, serve
+    from rag.local_llm import serving
 
     print(f"sanad: starting the local LLM server ({args.llm_model})…", file=sys.stderr)
-    with serve(model_named(args.llm_model), config.cache_dir) as server:
-        launch(corpus=args.corpus, host=args.host, port=args.port, share=args.share, config=server.configure(config))
+    with serving(config, args.llm_model) as llm_config:
+        launch(corpus=args.corpus, host=args.host, port=args.port, share=args.share, config=llm_config)
     return 0
 
 

@@ -11,9 +11,9 @@ sentence it writes is checked against the passages it cites before anyone sees i
     Answer(mode="llm"): the kept sentences, markers renumbered, one citation per cited source
 
 `generate` returns None, and the caller keeps the extractive answer, when the server fails, too
-little of the reply survives, or what survives does not state the reader's answer. Any llama-index LLM works (``ChatBot(llm=...)``); `from_config`
-builds llama-index's OpenAI-like client for the server named by ``SANAD_LLM_BASE_URL`` and
-``SANAD_LLM_MODEL`` (Ollama, vLLM, llama.cpp server).
+little of the reply survives, or what survives does not state the reader's answer. Any llama-index
+LLM works (``ChatBot(llm=...)``); `from_config` builds llama-index's OpenAI-like client for the
+server named by ``SANAD_LLM_BASE_URL`` and ``SANAD_LLM_MODEL`` (Ollama, vLLM, llama.cpp server).
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ that looks finished. The server is llama-cpp-python's OpenAI-compatible one; any
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import socket
@@ -173,6 +174,13 @@ def serve(model: LocalModel, cache_dir: Path, port: int | None = None, threads: 
             time.sleep(0.5)
     server.stop()
     raise LLMError(f"the local LLM server did not answer within {timeout_s:.0f} s; see {log_path}")
+
+
+@contextlib.contextmanager
+def serving(config, name: str):
+    """``config`` in LLM mode against a local server of model ``name``, started here and stopped after."""
+    with serve(model_named(name), config.cache_dir) as server:
+        yield server.configure(config)
 
 
 def _free_port() -> int:

@@ -193,8 +193,7 @@ class Reader:
         """One `Reading` per hit, in the hits' order: its best spans (article offsets) and answerability logit."""
         if not hits:
             return []
-        windows = encode(self._tokenizer, [strip_diacritics(question)] * len(hits), [h.chunk.text for h in hits],
-                         self.max_tokens, self.stride, self.question_tokens)
+        windows = self.windows(question, hits)
         outputs = self.forward(windows)
         spans: list[list[Span]] = [[] for _ in hits]
         logits = [-np.inf] * len(hits)
@@ -211,6 +210,11 @@ class Reader:
             unique = {(s.start, s.end): s for s in sorted(found, key=lambda s: s.score)}  # windows overlap
             readings.append(Reading(hit, tuple(sorted(unique.values(), key=lambda s: -s.score)), float(logit)))
         return readings
+
+    def windows(self, question: str, hits: list[Hit]) -> list[Encoded]:
+        """What `forward` reads for the question over the hits' chunks (``pair`` = the hit's position)."""
+        return encode(self._tokenizer, [strip_diacritics(question)] * len(hits), [h.chunk.text for h in hits],
+                      self.max_tokens, self.stride, self.question_tokens)
 
     def forward(self, windows: list[Encoded]) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """(start logits, end logits, answerability logit) per window, in order; batches of similar length."""

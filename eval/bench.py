@@ -26,8 +26,9 @@ from eval.bench_common import FULL, SMOKE, machine, run_worker, say
 from eval.bench_query import (bench_cold_start, bench_memory, bench_precision, bench_query, worker_memory, worker_phases,
                               worker_query)
 from eval.bench_report import check_goals, plot, render_markdown
-from eval.bench_scale import (bench_ingestion, bench_scale, bench_update, sentence_pool, worker_ingest, worker_model,
-                              worker_open, worker_update)
+from eval.bench_scale import (bench_ingestion, bench_scale, bench_scale_update, sentence_pool, worker_ingest,
+                              worker_model, worker_open, worker_update)
+from eval.bench_update import bench_small_updates, worker_small_update
 from rag.config import REPO_ROOT
 
 
@@ -63,7 +64,8 @@ def main(args) -> int:
     (work / "pool.json").write_text(json.dumps(pool, ensure_ascii=False), encoding="utf-8")
     model = run_worker("model", {"texts": str(work / "pool.json"), "vectors": str(work / "pool.npy")}, env)
     pool_vectors = np.load(work / "pool.npy")
-    sections = {"update": lambda: bench_update(plan, work, env, model, pool, pool_vectors),
+    sections = {"update": lambda: bench_small_updates(plan, work, env, model, pool, pool_vectors),
+                "scale_update": lambda: bench_scale_update(plan, work, env, model, pool, pool_vectors),
                 "query": lambda: bench_query(plan, work, env, out),
                 "precision": lambda: bench_precision(plan, work, env),
                 "ingestion": lambda: bench_ingestion(plan, work, env, model),
@@ -94,7 +96,7 @@ def main(args) -> int:
 
 
 WORKERS = {"model": worker_model, "query": worker_query, "precision": bench_reader.worker_precision, "memory": worker_memory, "ingest": worker_ingest,
-           "phases": worker_phases, "open": worker_open, "update": worker_update}
+           "phases": worker_phases, "open": worker_open, "update": worker_update, "small_update": worker_small_update}
 
 if __name__ == "__main__":
     print(json.dumps(WORKERS[sys.argv[1]](json.loads(sys.argv[2]))))

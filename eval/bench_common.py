@@ -21,7 +21,8 @@ from rag.config import REPO_ROOT
 SEEDS_QUESTIONS = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
 GOALS = {"ask_p50_ms": 150.0, "ask_p95_ms": 250.0, "chat_rss_mib": 1228.8, "ingest_speedup": 1.5,
          "cold_over_import": 1.5, "scale_p50_ms": 80.0, "scale_rss_mib": 2048.0, "recall": 0.98,
-         "update_over_embed": 1.5, "open_s": 2.0, "open_rss_mib": 1536.0, "ask_over_floor": 4.0}
+         "update_over_embed": 1.5, "open_s": 2.0, "open_rss_mib": 1536.0, "ask_over_floor": 4.0,
+         "small_update_10x": 1.5, "small_update_100x": 2.0}
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,18 @@ class Plan:
     memory_runs: int
     pool_sentences: int  # real sentences embedded for the synthetic corpora
     scale_chunks: tuple[int, ...]
-    update_articles: int  # articles added to each scale index by the update section
+    update_articles: int  # articles added to each scale index by the scale_update section
+    update_corpora: tuple[int, ...]  # corpus sizes (articles) of the update section (uploads of 5 articles)
+    update_models: tuple[str, ...]  # "tiny" (a random one-layer model: the store's own work shows) and/or "real"
 
 
 FULL = Plan(rounds=5, questions=40, ingest_rounds=3, ingest_paragraphs=240, synthetic_articles=60,
             cold_runs=5, memory_runs=3, pool_sentences=2000, scale_chunks=(10_000, 100_000, 1_000_000),
-            update_articles=100)
+            update_articles=100, update_corpora=(2_000, 20_000, 200_000),
+            update_models=("tiny", "real"))
 SMOKE = Plan(rounds=2, questions=4, ingest_rounds=1, ingest_paragraphs=6, synthetic_articles=3,
-             cold_runs=1, memory_runs=1, pool_sentences=120, scale_chunks=(1_000,), update_articles=3)
+             cold_runs=1, memory_runs=1, pool_sentences=120, scale_chunks=(1_000,), update_articles=3,
+             update_corpora=(20, 200), update_models=("tiny",))
 
 
 def spread(values) -> dict:

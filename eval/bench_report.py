@@ -13,7 +13,13 @@ from eval.bench_common import GOALS
 def check_goals(sections: dict) -> dict:
     goals = {}
     query, ingestion, cold, scale, update = (sections.get(k) for k in ("query", "ingestion", "cold_start", "scale",
-                                                                        "update"))
+                                                                        "scale_update"))
+    small = sections.get("update")
+    for count, ratio in ((small or {}).get("add_files_over_smallest", {}).get("tiny", {})).items():
+        times = int(count) // min(map(int, small["models"]["tiny"]))
+        if times in (10, 100):
+            goals[f"tiny model: uploading 5 articles to {int(count):,} articles <= {GOALS[f'small_update_{times}x']}x "
+                  f"to {int(count) // times:,}"] = ratio <= GOALS[f"small_update_{times}x"]
     for chunks, u in (update or {}).get("corpora", {}).items():
         goals[f"{int(chunks):,} chunks: adding articles <= 1.5x embedding them"] = \
             u["update_over_embed"]["median"] <= GOALS["update_over_embed"]
@@ -87,12 +93,25 @@ def render_markdown(report: dict) -> str:
                           f"{cell(r['ray_per_actor'])} chunks/s; the single process: whole index "
                           f"{cell(r['sanad_index'])}, chunk pass {cell(r['sanad_chunk_pass'])} chunks/s."]
     if s.get("update"):
-        lines += ["", f"## Updates: adding articles to the scale indexes ({json.dumps(s['update']['index'])})", "",
+        u = s["update"]
+        lines += ["", f"## Small updates as the corpus grows (flat index, {u['new_articles']} articles)", "",
+                  "A chat process uploads the articles (`ChatBot.add_files`), removes them one file at a time, then "
+                  "adds them as a file in the corpus folder and updates as `sanad index` does (folder scan, "
+                  "`update_index`), and deletes that file again. Seconds, median of the rounds.", "",
+                  "| model | articles | chunks | segments | upload 5 | / smallest | remove 1 | index +5 | index -5 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for model, corpora in u["models"].items():
+            for count, c in corpora.items():
+                lines.append(f"| {model} | {int(count):,} | {c['chunks']:,} | {c['segments']} | "
+                             f"{cell(c['add_files_s'], 3)} | {u['add_files_over_smallest'][model][count]:.2f}x | "
+                             f"{cell(c['remove_s'], 3)} | {cell(c['index_add_s'], 3)} | {cell(c['index_remove_s'], 3)} |")
+    if s.get("scale_update"):
+        lines += ["", f"## Updates: adding articles to the scale indexes ({json.dumps(s['scale_update']['index'])})", "",
                   "A chat process's update: scan the corpus (unchanged files are not read), then `update_index`; next "
                   "to embedding the same chunks alone. Open: a process with the model loaded opens the index.", "",
                   "| chunks | segments | open s | RSS after open MiB (model alone) | added articles (chunks) | update s | "
                   "embedding alone s | update / embedding | update peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
-        for chunks, u in s["update"]["corpora"].items():
+        for chunks, u in s["scale_update"]["corpora"].items():
             lines.append(f"| {int(chunks):,} | {u['segments']} | {cell(u['open_s'], 2)} | {cell(u['open_rss_mib'], 0)} "
                          f"({u['model_rss_mib']['median']:.0f}) | {u['articles']} ({u['new_chunks']}) | "
                          f"{cell(u['update_s'], 2)} | {cell(u['embed_s'], 2)} | {cell(u['update_over_embed'], 2)} | "

@@ -31,10 +31,13 @@ BUILD_CHUNKS = 250_000  # chunks per update while a synthetic index is built (me
 
 
 def worker_model(args: dict) -> dict:
-    """The model's folder and fingerprint, and real passage vectors for the synthetic corpora."""
+    """The model's folder and fingerprint, and real passage vectors for the synthetic corpora
+    (``args["model"]``: another model than the configured one)."""
     from rag.embeddings import Embedder, resolve_model
 
     config = config_for()
+    if args.get("model"):
+        config = config.replace(embed={"model": args["model"]})
     path, fingerprint = resolve_model(config.embed, config.cache_dir)
     texts = json.loads(Path(args["texts"]).read_text(encoding="utf-8"))
     embedder = Embedder(config.embed, config.cache_dir)
@@ -168,14 +171,15 @@ def synthetic_prepared(articles, stored, pool: list[str], pool_vectors: np.ndarr
     return prepared
 
 
-def write_synthetic_index(folder: Path, index_dir: Path, chunks: int, pool, pool_vectors: np.ndarray, model: dict):
+def write_synthetic_index(folder: Path, index_dir: Path, chunks: int, pool, pool_vectors: np.ndarray, model: dict,
+                          store_index: str = "hnsw"):
     """The synthetic corpus and its index, written through `update_index` (chunks and vectors made
     here) in updates of at most `BUILD_CHUNKS` chunks, as an archive grows: each adds a file batch
     that the scan reads while it keeps the earlier files unread."""
     from rag import store
     from rag.ingest import scan_corpus
 
-    config = config_for("hnsw")
+    config = config_for(store_index)
     shutil.rmtree(index_dir, ignore_errors=True)
     stamp = ModelStamp(model["model_id"], model["fingerprint"], model["dim"])
     total = -(-chunks // CHUNKS_PER_ARTICLE)
@@ -190,16 +194,20 @@ def write_synthetic_index(folder: Path, index_dir: Path, chunks: int, pool, pool
                            prepare=lambda fresh: synthetic_prepared(articles, fresh, pool, pool_vectors, seed))
 
 
-def synthetic_corpus(work: Path, chunks: int, pool: list[str], pool_vectors, model: dict) -> tuple[Path, Path]:
+def synthetic_corpus(work: Path, chunks: int, pool: list[str], pool_vectors, model: dict,
+                     store_index: str = "hnsw") -> tuple[Path, Path]:
     """A corpus folder and its index with ``chunks`` chunks, reused while its recipe is unchanged."""
-    folder, index_dir = work / f"synthetic-{chunks}" / "corpus", work / f"synthetic-{chunks}" / "index"
-    recipe = json.dumps([GENERATOR_VERSION, chunks, pool, model["fingerprint"], asdict(config_for("hnsw").store),
-                         SPREAD, NOISE], ensure_ascii=False)
-    key, key_file = hashlib.sha256(recipe.encode()).hexdigest(), work / f"synthetic-{chunks}" / "recipe.sha256"
+    from rag.store import FORMAT_VERSION
+
+    home = work / f"synthetic-{store_index}-{model['fingerprint'][:8]}-{chunks}"
+    folder, index_dir = home / "corpus", home / "index"
+    recipe = json.dumps([GENERATOR_VERSION, FORMAT_VERSION, chunks, pool, model["fingerprint"],
+                         asdict(config_for(store_index).store), SPREAD, NOISE], ensure_ascii=False)
+    key, key_file = hashlib.sha256(recipe.encode()).hexdigest(), home / "recipe.sha256"
     if key_file.exists() and key_file.read_text() == key and (index_dir / "current").exists():
         return folder, index_dir
-    say(f"writing a synthetic corpus of {chunks:,} chunks (once; reused by later runs)")
-    write_synthetic_index(folder, index_dir, chunks, pool, pool_vectors, model)
+    say(f"writing a synthetic corpus of {chunks:,} chunks ({store_index}; once, reused by later runs)")
+    write_synthetic_index(folder, index_dir, chunks, pool, pool_vectors, model, store_index)
     key_file.write_text(key)
     return folder, index_dir
 
@@ -293,7 +301,7 @@ def worker_update(args: dict) -> dict:
             "articles_read": len(scan.articles)}
 
 
-def bench_update(plan: Plan, work: Path, env: dict, model: dict, pool, pool_vectors) -> dict:
+def bench_scale_update(plan: Plan, work: Path, env: dict, model: dict, pool, pool_vectors) -> dict:
     """Per scale index: open time and RSS, then adding `Plan.update_articles` real articles (a new
     file), on a hard-linked copy (segment files are never changed in place, so linking is safe)."""
     results = {}

@@ -9,7 +9,8 @@ random delay. After each kill:
 
 - the index opens, and its manifest is exactly the old version's or the new one's;
 - the next open (an in-process `update_index`) removes every leftover (``.tmp-*``, ``.link-*``,
-  ``v-*`` folders that are not current) and completes the new version;
+  ``v-*`` folders that are not current, segments and tables the current manifest does not name)
+  and completes the new version;
 - a search runs on the result.
 
 Prints one line per trial and a summary; exits 1 when a check fails. ``tests/test_faults.py``
@@ -71,9 +72,18 @@ def make_new_version(folder: Path, articles: int, sentences: list[str]) -> None:
 
 
 def leftovers(index_dir: Path) -> tuple[str, ...]:
+    """Temporary entries, versions other than the current one, and segments and tables it does not name."""
     current = os.readlink(index_dir / "current") if (index_dir / "current").is_symlink() else None
-    return tuple(sorted(entry.name for entry in index_dir.iterdir()
-                        if entry.name.startswith((".tmp-", ".link-")) or (entry.name.startswith("v-") and entry.name != current)))
+    found = [entry.name for entry in index_dir.iterdir()
+             if entry.name.startswith((".tmp-", ".link-")) or (entry.name.startswith("v-") and entry.name != current)]
+    manifest = json.loads((index_dir / current / "manifest.json").read_text(encoding="utf-8")) if current else {}
+    named = {"segments": {entry["name"] for entry in manifest.get("segments", [])},
+             "tables": {entry["dead"] for entry in manifest.get("segments", []) if entry.get("dead")}
+             | {part["name"] for part in manifest.get("files", [])}}
+    for folder, names in named.items():
+        if (index_dir / folder).is_dir():
+            found += [f"{folder}/{entry.name}" for entry in (index_dir / folder).iterdir() if entry.name not in names]
+    return tuple(sorted(found))
 
 
 def kill_during(command: list[str], env: dict, index_dir: Path, kind: str, delay: float) -> tuple[float, bool]:

@@ -134,7 +134,7 @@ def ask_one(bot, q: SoakQuestion) -> dict:
     ms = (time.perf_counter() - asked) * 1000
     failures = []
     for citation in answer.citations:
-        text = bot.index.article(citation.article_id).text if citation.article_id in bot.index.article_rows else None
+        text = bot.index.article(citation.article_id).text if citation.article_id in bot.index else None
         if text is None or text[citation.start:citation.end] != citation.quote:
             failures.append({"id": q.id, "file": q.file, "question": q.question, "kind": "inexact citation",
                              "error": f"{citation.article_id} [{citation.start}:{citation.end}] != {citation.quote!r}"})

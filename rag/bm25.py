@@ -57,16 +57,18 @@ class Postings:
 
 def build(term_lists: list[list[str]]) -> Postings:
     """Postings of chunks given as lists of terms (row i = ``term_lists[i]``)."""
-    keys, rows, freqs = [], [], []
+    vocabulary: dict[str, int] = {}  # each distinct term is hashed once, not once per chunk
+    numbers, rows, freqs = [], [], []
     for row, chunk_terms in enumerate(term_lists):
         counts = Counter(chunk_terms)
-        keys.append(term_keys(list(counts)))
+        numbers.append(np.fromiter((vocabulary.setdefault(t, len(vocabulary)) for t in counts), np.int64, len(counts)))
         rows.append(np.full(len(counts), row, np.int32))
         freqs.append(np.fromiter(counts.values(), np.uint16, len(counts)))
     lengths = np.array([len(t) for t in term_lists], np.int32)
-    if not keys:
+    if not numbers:
         return _from_triples(np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.uint16), lengths)
-    return _from_triples(np.concatenate(keys), np.concatenate(rows), np.concatenate(freqs), lengths)
+    keys = term_keys(list(vocabulary))[np.concatenate(numbers)]
+    return _from_triples(keys, np.concatenate(rows), np.concatenate(freqs), lengths)
 
 
 def merge(parts: list[tuple[Postings, np.ndarray]]) -> Postings:
@@ -98,12 +100,21 @@ def _from_triples(keys: np.ndarray, rows: np.ndarray, freqs: np.ndarray, lengths
 
 @dataclass(frozen=True)
 class Part:
-    """A segment's postings as one index snapshot sees them: which rows are live, and their global rows."""
+    """A segment's postings as one index snapshot sees them: which rows are live, and where they go."""
 
     postings: Postings
     live: np.ndarray | None  # (n,) bool, None when nothing is deleted
-    global_rows: np.ndarray | None  # (n,) int64 global row of each local row (-1: deleted); None: base + local
-    base: int
+    ranks: np.ndarray | None  # (n,) int64 position of each local row among the live ones (-1: deleted); None: the row
+    base: int  # global row of the segment's first live row
+    documents: int | None = None  # live chunks and their summed lengths, when already known (else counted here)
+    total_length: int | None = None
+
+
+def live_statistics(postings: Postings, live: np.ndarray | None) -> tuple[int, int]:
+    """(live chunks, their summed lengths): a segment's share of the collection statistics."""
+    lengths = np.asarray(postings.lengths)
+    live_lengths = lengths if live is None else lengths[live]
+    return len(live_lengths), int(live_lengths.sum(dtype=np.int64))
 
 
 class Scorer:
@@ -114,10 +125,10 @@ class Scorer:
         self.documents = 0
         total_length = 0
         for part in parts:
-            lengths = np.asarray(part.postings.lengths)
-            live_lengths = lengths if part.live is None else lengths[part.live]
-            self.documents += len(live_lengths)
-            total_length += int(live_lengths.sum(dtype=np.int64))
+            documents, length = ((part.documents, part.total_length) if part.documents is not None
+                                 else live_statistics(part.postings, part.live))
+            self.documents += documents
+            total_length += length
         self.mean_length = total_length / self.documents if self.documents else 1.0
 
     def _postings(self, keys: np.ndarray):
@@ -153,6 +164,6 @@ class Scorer:
                 lengths = np.asarray(part.postings.lengths)[rows]
                 tf = freqs.astype(np.float32)
                 weight = idf * tf / (tf + K1 * (1 - B + B * lengths / self.mean_length))
-                targets = part.base + rows if part.global_rows is None else part.global_rows[rows]
+                targets = part.base + (rows if part.ranks is None else part.ranks[rows])
                 scores[targets] += weight.astype(np.float32)  # a row occurs once per term
         return scores

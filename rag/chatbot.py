@@ -13,8 +13,8 @@ from typing import Iterator, Sequence
 from rag.config import DEFAULT_CORPUS, SanadConfig, load_config
 from rag.documents import articles_from_documents
 from rag.errors import ConfigError, CorpusError, QuestionError
-from rag.ingest import SUFFIXES, Scan, read_file, scan_corpus
-from rag.store import Progress, UpdateReport, files_table, update_index
+from rag.ingest import SUFFIXES, Scan, read_file, scan_corpus, scan_files
+from rag.store import Change, Progress, UpdateReport, apply_change, files_entry, files_table, update_index
 from rag.types import Answer, Article, Hit
 
 UPLOADS = "uploads"  # folder inside the index folder that holds articles added through the UI
@@ -152,7 +152,8 @@ class ChatBot:
                     shutil.copyfile(path, partial)
                     os.replace(partial, uploads / path.name)
                     copied.append(uploads / path.name)
-                self.index, report = self._update(progress)
+                scan = scan_files(copied, uploads, {}, prefix=f"{UPLOADS}/", read=self._read)
+                self.index, report = self._apply(Change(tuple(scan.articles), files=scan.files), progress)
             except BaseException:
                 for path in copied:  # nothing half-added: the files go with the failed update
                     path.unlink(missing_ok=True)
@@ -160,12 +161,22 @@ class ChatBot:
         self.last_update = dataclasses.replace(report, skipped=tuple(skipped))  # this upload's files only
         return self.last_update
 
+    def refresh(self, progress: Progress | None = None) -> UpdateReport:
+        """Scan the corpus folder and the uploads again, as `sanad index` does (only files whose size
+        or mtime changed are read), and bring the index in line with them."""
+        with self._lock:
+            self.index, report = self._update(progress)
+        self.last_update = report
+        return report
+
     def remove(self, article_id: str, progress: Progress | None = None) -> UpdateReport:
         """Remove an uploaded article (for a record of a .jsonl/.json upload, the whole file) and
         update the index. Articles of the corpus folder are removed by deleting their file there."""
         with self._lock:
-            (self.index_dir / UPLOADS / self._upload_name(article_id)).unlink()
-            self.index, report = self._update(progress)
+            key = f"{UPLOADS}/{self._upload_name(article_id)}"
+            entry = files_entry(self.index_dir, key)  # its article ids, as recorded when it was indexed
+            (self.index_dir / key).unlink()
+            self.index, report = self._apply(Change(remove=tuple(entry[2] if entry else ()), files={key: None}), progress)
         self.last_update = report
         return report
 
@@ -178,13 +189,12 @@ class ChatBot:
         articles = articles_from_documents(documents)
         with self._lock:
             before = dict(self._documents)
-            taken = {article.id for article in self.index.articles} - set(before)
             for article in articles:
-                if article.id in taken:
+                if article.id not in before and article.id in self.index:
                     raise CorpusError(f"document id {article.id!r} is already the id of an article file")
             self._documents.update({article.id: article for article in articles})
             try:
-                self.index, report = self._update(progress)
+                self.index, report = self._apply(Change(tuple(articles)), progress)
             except BaseException:
                 self._documents = before
                 raise
@@ -193,9 +203,10 @@ class ChatBot:
 
     @property
     def uploads(self) -> list[str]:
-        """The uploaded files, as `remove` takes them (``uploads/<name>``)."""
-        prefix = f"{UPLOADS}/"
-        return sorted({prefix + a.id[len(prefix):].split("#")[0] for a in self.index.articles if a.id.startswith(prefix)})
+        """The uploaded files, as `remove` takes them (``uploads/<name>``): the uploads folder, not the index."""
+        folder = self.index_dir / UPLOADS
+        return sorted(f"{UPLOADS}/{p.name}" for p in folder.iterdir()
+                      if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
 
     @property
     def articles(self) -> list[Article]:
@@ -229,16 +240,22 @@ class ChatBot:
         name = article_id[len(prefix):].split("#")[0] if isinstance(article_id, str) and article_id.startswith(prefix) else ""
         if name and "/" not in name and not name.startswith(".") and (self.index_dir / UPLOADS / name).is_file():
             return name
-        if isinstance(article_id, str) and article_id in self.index.article_rows:
+        if article_id in self.index:
             raise CorpusError(f"{article_id!r} belongs to the corpus folder {self.corpus}, not to the uploads: "
                               f"delete its file there and run `sanad index`")
         raise CorpusError(f"{article_id!r} is not an uploaded article; uploaded: {', '.join(self.uploads) or 'none'}")
 
     def _update(self, progress: Progress | None, scan: Scan | None = None):
+        """Bring the index in line with the whole corpus (the folder, the uploads, the documents)."""
         scan = scan or self._scan()
         index, report = update_index(self.index_dir, scan.articles, self.embedder, self.config, progress,
                                      unchanged=scan.unchanged, files=scan.files, prepare=self._prepare)
         return index, dataclasses.replace(report, skipped=scan.skipped)
+
+    def _apply(self, change: Change, progress: Progress | None):
+        """Apply a change the caller knows in full (an upload, a removal): no folder scan."""
+        return apply_change(self.index_dir, change, self.embedder, self.config, progress, index=self.index,
+                            prepare=self._prepare)
 
     def _scan(self) -> Scan:
         """The corpus folder (reading only files whose size or mtime changed since the last update), the

@@ -84,7 +84,20 @@ def scan_corpus(root: str | Path, known: dict | None = None, prefix: str = "", r
     """
     root, known = Path(root), known or {}
     files = corpus_files(root)
-    base = root.parent if root.is_file() else root
+    scan = scan_files(files, root.parent if root.is_file() else root, known, prefix, read, strict)
+    if not scan.articles and not scan.unchanged:
+        if not any(path.suffix.lower() in SUFFIXES for path in files):
+            raise CorpusError(f"no articles in {root}: expected files ending in {', '.join(SUFFIXES)}")
+        if all(reason == "no text" for _, reason in scan.skipped):
+            raise CorpusError(f"every file in {root} is empty")
+        listed = "; ".join(f"{file}: {reason}" for file, reason in scan.skipped[:5])
+        raise CorpusError(f"no readable articles in {root} ({listed}{'; …' if len(scan.skipped) > 5 else ''})")
+    return scan
+
+
+def scan_files(files: list[Path], base: Path, known: dict, prefix: str = "", read: Reader | None = None,
+               strict: bool = False) -> Scan:
+    """`scan_corpus` for given files under ``base`` (an upload names its files: no folder to list)."""
     table, unchanged, to_read, skipped = {}, [], [], []
     for path in files:
         key = prefix + path.relative_to(base).as_posix()
@@ -115,13 +128,6 @@ def scan_corpus(root: str | Path, known: dict | None = None, prefix: str = "", r
             found = [Article(**{**article.__dict__, "id": prefix + article.id}) for article in found]
         table[key] = [*stat, [article.id for article in found]]
         articles += found
-    if not articles and not unchanged:
-        if not any(path.suffix.lower() in SUFFIXES for path in files):
-            raise CorpusError(f"no articles in {root}: expected files ending in {', '.join(SUFFIXES)}")
-        if all(reason == "no text" for _, reason in skipped):
-            raise CorpusError(f"every file in {root} is empty")
-        listed = "; ".join(f"{file}: {reason}" for file, reason in skipped[:5])
-        raise CorpusError(f"no readable articles in {root} ({listed}{'; …' if len(skipped) > 5 else ''})")
     return Scan(articles, unchanged, dict(sorted(table.items())), tuple(sorted(skipped)))
 
 

@@ -15,7 +15,7 @@ import pytest
 from eval import bench, bench_common, bench_scale
 from rag.config import REPO_ROOT
 
-SECTIONS = ("update", "query", "ingestion", "cold_start", "scale", "memory")
+SECTIONS = ("update", "scale_update", "query", "ingestion", "cold_start", "scale", "memory")
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,21 @@ def test_cold_start_scale_and_memory(report):
     assert set(report["goals"]) and all(isinstance(met, bool) for met in report["goals"].values())
 
 
-def test_update_section_adds_articles_to_every_scale_index(report):
-    corpora = report["sections"]["update"]["corpora"]
+def test_update_section_uploads_and_removes_at_every_corpus_size(report):
+    section = report["sections"]["update"]
+    assert list(section["models"]) == list(bench_common.SMOKE.update_models)
+    for model, corpora in section["models"].items():
+        assert list(corpora) == [str(n) for n in bench_common.SMOKE.update_corpora]
+        for count, result in corpora.items():
+            assert result["articles"] == int(count) and result["segments"] >= 1
+            for step in ("add_files_s", "remove_s", "index_add_s", "index_remove_s"):
+                assert result[step]["median"] > 0
+        assert section["add_files_over_smallest"][model][str(min(bench_common.SMOKE.update_corpora))] == 1.0
+    assert any(goal.startswith("tiny model: uploading") for goal in report["goals"])
+
+
+def test_scale_update_section_adds_articles_to_every_scale_index(report):
+    corpora = report["sections"]["scale_update"]["corpora"]
     assert list(corpora) == [str(n) for n in bench_common.SMOKE.scale_chunks]
     for result in corpora.values():
         assert result["articles"] == bench_common.SMOKE.update_articles and result["new_chunks"] >= result["articles"]
@@ -113,7 +126,7 @@ def test_update_section_adds_articles_to_every_scale_index(report):
 def test_markdown_and_plot_are_written(smoke, report):
     _, out, _ = smoke
     markdown = (out / "bench.md").read_text(encoding="utf-8")
-    for heading in ("## Updates", "## Query path", "## Ingestion", "## Cold start", "## Scale", "## Memory", "## Goals"):
+    for heading in ("## Small updates", "## Updates", "## Query path", "## Ingestion", "## Cold start", "## Scale", "## Memory", "## Goals"):
         assert heading in markdown
     assert report["machine"]["cpu"] in markdown and "sanad bench --smoke" in markdown
     assert all(line.count("|") >= 3 for line in markdown.splitlines() if line.startswith("|"))

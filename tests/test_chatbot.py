@@ -9,7 +9,8 @@ import pytest
 import rag
 from rag.chatbot import UPLOADS, ChatBot
 from rag.errors import CorpusError, QuestionError, SanadError
-from rag.types import Answer
+from rag.store import Index, files_table
+from rag.types import Answer, Article
 
 KURSK_AR = "كم عدد الجنود الكوريين الشماليين في كورسك؟"
 KURSK_EN = "How many North Korean troops are in Kursk?"
@@ -145,7 +146,47 @@ def test_added_file_survives_a_restart(own_bot, tmp_path, config):
     own_bot.add_files([path])
     restarted = ChatBot.from_dir(own_bot.corpus, config=config, index_dir=own_bot.index_dir)
     assert (restarted.last_update.added, restarted.last_update.unchanged) == (0, 6)
-    assert f"{UPLOADS}/library.txt" in restarted.index.article_rows
+    assert f"{UPLOADS}/library.txt" in restarted.index
+
+
+def test_an_upload_and_its_removal_leave_the_corpus_folder_unscanned(own_bot, tmp_path, config, monkeypatch):
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the corpus folder was scanned for an upload")
+
+    monkeypatch.setattr("rag.chatbot.scan_corpus", no_scan)
+    monkeypatch.setattr("rag.chatbot.files_table", no_scan)
+    path = tmp_path / "library.txt"
+    path.write_text(LIBRARY, encoding="utf-8")
+    assert own_bot.add_files([path]).added == 1 and own_bot.uploads == [f"{UPLOADS}/library.txt"]
+    assert files_table(own_bot.index_dir)[f"{UPLOADS}/library.txt"][2] == [f"{UPLOADS}/library.txt"]
+    report = own_bot.remove(f"{UPLOADS}/library.txt")
+    assert (report.removed, report.unchanged) == (1, 5) and own_bot.uploads == []
+    assert f"{UPLOADS}/library.txt" not in files_table(own_bot.index_dir)
+    monkeypatch.undo()
+    restarted = ChatBot.from_dir(own_bot.corpus, config=config, index_dir=own_bot.index_dir)
+    assert (restarted.last_update.added, restarted.last_update.removed, restarted.last_update.unchanged) == (0, 0, 5)
+
+
+def test_refresh_finds_what_changed_from_the_files_table_alone(seeds_corpus_copy, seeds_index_copy, config, monkeypatch):
+    bot = ChatBot.from_dir(seeds_corpus_copy, config=config, index_dir=seeds_index_copy)
+    assert (bot.last_update.added, bot.last_update.unchanged) == (0, 5)
+
+    def listed(*args):
+        raise AssertionError("every indexed id was listed")
+
+    monkeypatch.setattr(Index, "article_hashes", listed)
+    gone = sorted(seeds_corpus_copy.glob("*.txt"))[0]
+    gone.unlink()
+    (seeds_corpus_copy / "library.txt").write_text(LIBRARY, encoding="utf-8")
+    report = bot.refresh()
+    assert (report.added, report.removed, report.unchanged) == (1, 1, 4)
+    assert gone.name not in bot.index and "library.txt" in bot.index
+    monkeypatch.undo()
+    document = Article("doc-1", "doc-1", "وثيقة", LIBRARY.replace("4321", "1234"))
+    with_document = ChatBot(seeds_corpus_copy, config=config, index_dir=seeds_index_copy, articles=[document])
+    assert "doc-1" in with_document.index and with_document.last_update.added == 1
+    without = ChatBot(seeds_corpus_copy, config=config, index_dir=seeds_index_copy)  # not given again: removed
+    assert "doc-1" not in without.index and without.last_update.removed == 1
 
 
 def bad_upload_leaves_index_unchanged(bot: ChatBot, path, match: str) -> None:
@@ -203,7 +244,7 @@ def test_a_bad_file_is_skipped_and_the_good_ones_are_added(own_bot, tmp_path):
     bad.write_bytes(b"\x00\x01\x02")
     report = own_bot.add_files([good, bad])
     assert report.added == 1 and report.skipped == (("scan.txt", "looks like a binary file, not text"),)
-    assert f"{UPLOADS}/library.txt" in own_bot.index.article_rows
+    assert f"{UPLOADS}/library.txt" in own_bot.index
     assert not (own_bot.index_dir / UPLOADS / "scan.txt").exists()
 
 
@@ -249,7 +290,7 @@ def test_an_uploaded_article_can_be_removed_and_the_rest_is_kept(own_bot, tmp_pa
     chunks = len(own_bot.index)
     report = own_bot.remove(f"{UPLOADS}/library.txt")
     assert (report.added, report.removed, report.unchanged) == (0, 1, 5)
-    assert own_bot.uploads == [] and f"{UPLOADS}/library.txt" not in own_bot.index.article_rows
+    assert own_bot.uploads == [] and f"{UPLOADS}/library.txt" not in own_bot.index
     assert len(own_bot.index) < chunks
     restarted = ChatBot.from_dir(own_bot.corpus, config=own_bot.config, index_dir=own_bot.index_dir)
     assert restarted.last_update.unchanged == 5 and restarted.uploads == []

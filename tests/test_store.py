@@ -256,10 +256,10 @@ def test_deleting_one_article_removes_its_chunks(seeds_index_copy, seeds_article
     index, report = update_index(seeds_index_copy, [a for a in seeds_articles if a.id != removed_id], spy, config)
     assert (report.added, report.changed, report.removed, report.unchanged) == (0, 0, 1, 4)
     assert spy.passages == []
-    assert removed_id not in index.article_rows and removed_id not in index.article_hashes()
+    assert removed_id not in index and removed_id not in index.article_hashes()
     assert len(index) == len(seeds_index) - len(article_rows(seeds_index, removed_id))
     assert segment_dirs(seeds_index_copy) == [s.name for s in seeds_index.segments]  # nothing rewritten
-    assert {index.chunk(row).article_id for row in range(len(index))} == set(index.article_rows) - {removed_id}
+    assert {index.chunk(row).article_id for row in range(len(index))} == set(index.article_hashes()) - {removed_id}
     scores, rows = index.search(embedder.encode_queries([seeds_index.article(removed_id).text[:300]])[0], len(index))
     assert all(index.chunk(int(row)).article_id != removed_id for row in rows)
 
@@ -353,7 +353,7 @@ def test_failed_write_keeps_the_current_version(seeds_index_copy, seeds_articles
     assert version_dirs(seeds_index_copy) == [version]  # no .tmp-* left behind
     assert len(segment_dirs(seeds_index_copy)) == 1
     reopened = open_index(seeds_index_copy, expected_manifest(config, embedder))
-    assert "new.txt" not in reopened.article_rows
+    assert "new.txt" not in reopened
     after = reopened.search(vector, 5)
     np.testing.assert_array_equal(after[1], before[1])
     monkeypatch.undo()
@@ -470,7 +470,7 @@ def test_a_reader_keeps_its_version_while_an_update_replaces_it(tiny_index_dir, 
     assert not (tiny_index_dir / "segments" / before.segments[0].name).exists()  # merged away and removed
     assert [before.chunk(row) for row in range(len(before))] == chunks  # still readable: the files stay mapped
     assert top_article(before, embedder, "كم كتابا في مكتبة الزيتون؟") == "library.txt"
-    assert "library.txt" not in after.article_rows
+    assert "library.txt" not in after
 
 
 @pytest.mark.parametrize("interrupt", ["before the version is written", "before the switch", "before the clean-up"])
@@ -495,7 +495,7 @@ def test_an_interrupted_update_leaves_an_openable_index_and_is_cleaned_up(tiny_i
         update_index(tiny_index_dir, TINY + [new], embedder, config)
     monkeypatch.undo()
     index = open_index(tiny_index_dir, expected_manifest(config, embedder))  # the old version or the new one
-    assert ("new.txt" in index.article_rows) == (interrupt == "before the clean-up")
+    assert ("new.txt" in index) == (interrupt == "before the clean-up")
     assert all(index.article(index.chunk(r).article_id).text[index.chunk(r).start:index.chunk(r).end]
                == index.chunk(r).text for r in range(len(index)))
     assert not [p for p in tiny_index_dir.iterdir() if p.name.startswith(".tmp-")]  # the open cleaned up
@@ -503,3 +503,70 @@ def test_an_interrupted_update_leaves_an_openable_index_and_is_cleaned_up(tiny_i
     assert segment_dirs(tiny_index_dir) == sorted(s.name for s in index.segments)
     _, report = update_index(tiny_index_dir, TINY + [new], embedder, config)
     assert report.added == (0 if interrupt == "before the clean-up" else 1)
+
+
+# --- updates that cost what changed ---------------------------------------------------
+
+def test_a_change_reuses_every_untouched_segment_and_shares_its_tables(tiny_index_dir, config, embedder, monkeypatch):
+    monkeypatch.setattr(store.update, "EXPUNGE_SHARE", 0.9)  # a tombstone, not a rewrite of the segment
+    before = open_index(tiny_index_dir, expected_manifest(config, embedder))
+    new = Article("x.txt", "x.txt", "خبر", "وصل وفد تجاري إلى ميناء اللاذقية صباح الأحد.")
+    spy = SpyEmbedder(embedder)
+    added, report = store.apply_change(tiny_index_dir, store.Change(upsert=(new,)), spy, config, index=before)
+    assert (report.added, report.changed, report.removed, report.unchanged) == (1, 0, 0, len(TINY))
+    assert spy.passages and all("اللاذقية" in text for text in spy.passages)
+    assert added.parts[0] is before.parts[0]  # opened once: not read again after the switch
+    assert sorted(p.name for p in added.path.iterdir()) == ["manifest.json"]  # a version is its manifest
+    removed, report = store.apply_change(tiny_index_dir, store.Change(remove=("kursk.txt",)), spy, config, index=added)
+    assert (report.removed, report.unchanged) == (1, len(TINY))
+    assert "kursk.txt" not in removed and "x.txt" in removed and removed.article_count == len(TINY)
+    assert removed.parts[1] is added.parts[1]  # the new article's segment has no new tombstone
+    dead = removed.manifest["segments"][0]["dead"]
+    assert dead and (tiny_index_dir / "tables" / dead).is_file()
+    assert removed.article_hashes() == {a.id: content_hash(a) for a in TINY[1:] + [new]}
+    reopened = open_index(tiny_index_dir, expected_manifest(config, embedder))
+    assert reopened.article_hashes() == removed.article_hashes() and len(reopened) == len(removed)
+    assert top_article(reopened, embedder, "وفد تجاري في ميناء اللاذقية") == "x.txt"
+
+
+def test_a_change_to_nothing_keeps_the_version(tiny_index_dir, config, embedder):
+    before = open_index(tiny_index_dir, expected_manifest(config, embedder))
+    version = os.readlink(tiny_index_dir / "current")
+    index, report = store.apply_change(tiny_index_dir, store.Change(upsert=(TINY[0],), remove=("never.txt",)),
+                                       embedder, config, index=before)
+    assert index is before and os.readlink(tiny_index_dir / "current") == version
+    assert (report.added, report.changed, report.removed, report.unchanged) == (0, 0, 0, len(TINY))
+
+
+def test_files_table_parts_stay_few_and_read_back_whole(tiny_index_dir, config, embedder):
+    index, expected = open_index(tiny_index_dir, expected_manifest(config, embedder)), {}
+    for number in range(40):
+        files = {f"f{number}.txt": [number, number, [f"f{number}.txt"]]}
+        if number % 3 == 2:
+            files[f"f{number - 1}.txt"] = None  # a file gone
+        for path, entry in files.items():
+            expected.pop(path, None) if entry is None else expected.update({path: entry})
+        index, _ = store.apply_change(tiny_index_dir, store.Change(files=files), embedder, config, index=index)
+        assert store.files_table(tiny_index_dir) == expected
+    parts = index.manifest["files"]
+    assert len(parts) <= 6 and sum(part["entries"] for part in parts) <= 2 * len(expected) + 6
+    named = {part["name"] for part in parts} | {e["dead"] for e in index.manifest["segments"] if e["dead"]}
+    assert {p.name for p in (tiny_index_dir / "tables").iterdir()} == named  # nothing else left behind
+
+
+def test_a_change_to_an_index_built_differently_is_refused(tiny_index_dir, config, embedder):
+    other = config.replace(chunk={"chunk_tokens": 96})
+    with pytest.raises(IndexMismatchError, match="chunking"):
+        store.apply_change(tiny_index_dir, store.Change(remove=("kursk.txt",)), embedder, other)
+
+
+def test_articles_are_found_by_id_and_listed_by_position(seeds_index, seeds_articles):
+    ids = [a.id for a in seeds_articles]
+    assert [seeds_index.article(i).text for i in ids] == [a.text for a in seeds_articles]
+    assert seeds_index.locate(ids + ["missing.txt"])[-1] is None and "missing.txt" not in seeds_index
+    listed = seeds_index.articles
+    assert len(listed) == seeds_index.article_count == len(ids)
+    assert [a.id for a in listed[:]] == [listed[i].id for i in range(len(listed))] and listed[-1].id == listed[4].id
+    with pytest.raises(IndexError):
+        listed[len(listed)]
+    assert seeds_index.articles_under("00", 2) == listed[:2]

@@ -218,6 +218,6 @@ def test_an_uploaded_article_is_listed_and_the_remove_button_takes_it_out(browse
     page.click("#sanad-remove")
     page.wait_for_function("document.querySelector('#sanad-upload-status').innerText.includes('حُذف')", timeout=ANSWER_MS)
     assert "zz_browser_upload.txt" not in page.locator("#sanad-corpus-list").inner_text()
-    assert bot.uploads == [] and "uploads/zz_browser_upload.txt" not in bot.index.article_rows
+    assert bot.uploads == [] and "uploads/zz_browser_upload.txt" not in bot.index
     screenshot(page, "ui_remove.png")
     context.close()

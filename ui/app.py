@@ -27,7 +27,7 @@ from rag.errors import SanadError
 from rag.ingest import SUFFIXES
 from rag.types import Answer, Article, Citation
 from ui.format import (
-    Turn, format_corpus, format_source, format_source_placeholder, format_status, format_transcript,
+    CORPUS_ROWS, Turn, format_corpus, format_source, format_source_placeholder, format_status, format_transcript,
     parse_citation_key,
 )
 
@@ -202,12 +202,17 @@ class Handlers:
     # --- the corpus --------------------------------------------------------------------------
 
     def corpus(self) -> str:
-        index = self.bot.index
-        return format_corpus(index.articles, len(index), uploads_prefix=f"{UPLOADS}/")
+        index, prefix = self.bot.index, f"{UPLOADS}/"
+        shown = index.articles_under(prefix, CORPUS_ROWS)  # uploads first, then the folder's in index order
+        for at in range(0, index.article_count, CORPUS_ROWS):
+            if len(shown) >= CORPUS_ROWS:
+                break
+            shown += [a for a in index.articles[at:at + CORPUS_ROWS] if not a.id.startswith(prefix)]
+        return format_corpus(shown[:CORPUS_ROWS], len(index), index.article_count, uploads_prefix=prefix)
 
     def counts(self) -> str:
         index = self.bot.index
-        return (f'<span class="sanad-counts" dir="rtl"><b>{len(index.articles):,}</b> مقال · '
+        return (f'<span class="sanad-counts" dir="rtl"><b>{index.article_count:,}</b> مقال · '
                 f'<b>{len(index):,}</b> مقطع مفهرس</span>')
 
     def upload_hint(self) -> str:
@@ -231,16 +236,16 @@ class Handlers:
 
         progress(0, desc=f"قراءة {names}")
         try:
-            before = len(self.bot.index.articles)
+            before = self.bot.index.article_count
             result = self.bot.add_files(paths, progress=report)
         except Exception as exc:  # noqa: BLE001 - every error becomes a message
             message = f"لم يُضف شيء: {user_message(exc)}"
             gr.Warning(escape(message))
             return format_status(message, "error"), gr.skip(), gr.skip(), None, gr.skip()
-        added = len(self.bot.index.articles) - before
+        added = self.bot.index.article_count - before
         indexed = "، ".join(path.name for path in paths if path.name not in {name for name, _ in result.skipped})
         message = (f"أُضيف {indexed} (مقالات جديدة: {result.added}، محدَّثة: {result.changed}). "
-                   f"عدد المقالات في الفهرس الآن {len(self.bot.index.articles):,}، وكلها قابلة للبحث.")
+                   f"عدد المقالات في الفهرس الآن {self.bot.index.article_count:,}، وكلها قابلة للبحث.")
         if result.skipped:
             gr.Warning(escape("لم يُضف: " + "؛ ".join(f"{name}: {reason}" for name, reason in result.skipped)))
         log.info("uploaded %s: %+d articles (%s)", names, added, result)
@@ -257,7 +262,7 @@ class Handlers:
             gr.Warning(escape(message))
             return format_status(message, "error"), gr.skip(), gr.skip(), self.removable()
         message = (f"حُذف {article_id} ({result.removed} مقال). "
-                   f"عدد المقالات في الفهرس الآن {len(self.bot.index.articles):,}.")
+                   f"عدد المقالات في الفهرس الآن {self.bot.index.article_count:,}.")
         log.info("removed %s (%s)", article_id, result)
         return format_status(message, "ok"), self.corpus(), self.counts(), self.removable()
 

@@ -338,11 +338,13 @@ def format_source_placeholder() -> str:
 
 # --- the corpus panel ---------------------------------------------------------------------
 
-def format_corpus(articles: Sequence[Article], chunks: int, uploads_prefix: str = "uploads/") -> str:
-    """Counts and a list of the searchable articles (titles, files, dates; uploads first and marked)."""
+def format_corpus(articles: Sequence[Article], chunks: int, total: int | None = None,
+                  uploads_prefix: str = "uploads/") -> str:
+    """Counts and a list of the searchable articles (titles, files, dates; uploads marked), at most
+    `CORPUS_ROWS` of them in the order given; ``total``: how many there are in all (default: as many as given)."""
+    total = len(articles) if total is None else total
     rows = []
-    uploads_first = sorted(articles, key=lambda a: not a.id.startswith(uploads_prefix))  # stable: else in order
-    for article in uploads_first[:CORPUS_ROWS]:
+    for article in articles[:CORPUS_ROWS]:
         uploaded = article.id.startswith(uploads_prefix)
         date = f'<span class="sanad-date" dir="auto">{escape(article.date)}</span>' if article.date else ""
         tag = '<span class="sanad-tag">مرفوع</span>' if uploaded else ""
@@ -350,10 +352,10 @@ def format_corpus(articles: Sequence[Article], chunks: int, uploads_prefix: str 
                     f'{escape(shorten(article.title or article.source, 90))}</div>'
                     f'<div class="sanad-corpus-meta"><span class="sanad-file" dir="ltr">{escape(article.source)}</span>'
                     f'{date}{tag}</div></li>')
-    more = len(articles) - CORPUS_ROWS
+    more = total - min(len(articles), CORPUS_ROWS)
     more_html = f'<div class="sanad-corpus-more">و{more:,} مقالًا آخر</div>' if more > 0 else ""
     return (f'<div class="sanad-corpus" dir="rtl" lang="ar">'
-            f'<div class="sanad-corpus-counts"><span><b>{len(articles):,}</b> مقال</span>'
+            f'<div class="sanad-corpus-counts"><span><b>{total:,}</b> مقال</span>'
             f'<span><b>{chunks:,}</b> مقطع مفهرس</span></div>'
             f'<ol class="sanad-corpus-list">{"".join(rows)}</ol>{more_html}</div>')
 

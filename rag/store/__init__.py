@@ -4,12 +4,17 @@ Layout of an index folder::
 
     index_dir/
       current -> v-<id>/             symlink swapped atomically, once per update
-      v-<id>/manifest.json           model id + fingerprint, settings, the segment list, counts
-             dead-<segment>.npy      tombstones: the deleted article rows of that segment
-             files.json              size, mtime and article ids per corpus file (unchanged files are not re-read)
+      v-<id>/manifest.json           model id + fingerprint, settings, the segment list, counts, the
+                                     names of its tables
+      tables/                        immutable files versions refer to by name (unchanged ones are shared):
+             dead-<segment>-<id>.npy tombstones: the deleted article rows of that segment
+             files-<id>.json         parts of the files table: size, mtime and article ids per corpus file
+                                     (unchanged files are not re-read); later parts override earlier ones
       segments/<segment>/            written once, never changed (all arrays memory-mapped when opened):
              articles.jsonl, article_offsets.npy   exact article texts, one JSON line each (citations slice these)
              catalog.json            article ids and content hashes
+             id_keys.npy, id_rows.npy  sorted 64-bit keys of the article ids and their rows (binary search)
+             content_hashes.npy, article_sentences.npy  content hash and first sentence row per article
              article_chunks.npy      (a + 1,) first chunk row of each article
              chunks.npy              (n, 5) int64: article row, start, end, first sentence, end sentence
              sentences.npy           (m, 3) int64: article row, start, end
@@ -21,21 +26,23 @@ Layout of an index folder::
 An update writes one new segment with the added and changed articles, marks the deleted and
 changed ones dead in their old segments, merges segments when `MERGE_FACTOR` of one size tier
 have piled up (or a segment is mostly dead), writes a new version folder and switches ``current``
-to it with one rename. Its cost grows with what changed, not with the corpus. A crash at any
+to it with one rename. An update that is given what changed (`apply_change`: an upload, a
+removal) costs what changed, not the corpus: ids are found by binary search, untouched segments
+keep their tombstones and their opened state, and the files table grows by a part. A crash at any
 point leaves the old version or the new one as ``current``; leftovers are removed on the next
 open or update. A reader keeps the version it opened (its files stay mapped even once removed).
 An index built with another model or other settings is detected from its manifest and rebuilt.
 """
 from __future__ import annotations
-from __future__ import annotations
 
-from rag.store.index import ArticleList, FaissSearcher, Index
-from rag.store.opening import FORMAT_VERSION, files_table, manifest_for, mismatch, open_index
+from rag.store.index import ArticleList, FaissSearcher, Index, LiveSegment
+from rag.store.opening import FORMAT_VERSION, files_entry, files_table, manifest_for, mismatch, open_index
 from rag.store.segment import Prepared, Segment, build_faiss
-from rag.store.update import (EMBED_SLICE, MERGE_FACTOR, Progress, UpdateReport, embed_texts, plan_merges,
-                              prepare_articles, update_index)
+from rag.store.update import (EMBED_SLICE, MERGE_FACTOR, Change, Progress, UpdateReport, apply_change, embed_texts,
+                              plan_merges, prepare_articles, update_index)
 from rag.store.versions import clean
 
-__all__ = ["ArticleList", "EMBED_SLICE", "FORMAT_VERSION", "FaissSearcher", "Index", "MERGE_FACTOR", "Prepared",
-           "Progress", "Segment", "UpdateReport", "build_faiss", "clean", "embed_texts", "files_table", "manifest_for",
-           "mismatch", "open_index", "plan_merges", "prepare_articles", "update_index"]
+__all__ = ["ArticleList", "Change", "EMBED_SLICE", "FORMAT_VERSION", "FaissSearcher", "Index", "LiveSegment",
+           "MERGE_FACTOR", "Prepared", "Progress", "Segment", "UpdateReport", "apply_change", "build_faiss", "clean",
+           "embed_texts", "files_entry", "files_table", "manifest_for", "mismatch", "open_index", "plan_merges",
+           "prepare_articles", "update_index"]

@@ -11,44 +11,78 @@ import numpy as np
 
 from rag import bm25
 from rag.config import StoreConfig
-from rag.store.segment import Segment
+from rag.store.segment import Segment, id_keys
 from rag.types import Article, Chunk, Sentence
+
+
+class LiveSegment:
+    """A segment as one version sees it: its tombstones and what follows from them (live masks, the
+    live rows' ranks, BM25 statistics, FAISS search parameters). Built once per (segment, tombstone
+    file) and handed on to the next version when an update leaves that segment alone."""
+
+    def __init__(self, segment: Segment, dead_name: str | None, dead_rows: np.ndarray | None, store: StoreConfig):
+        self.segment, self.dead_name, self.store = segment, dead_name, store
+        self.alive = None  # per article row (None: all alive)
+        if dead_rows is not None and len(dead_rows):
+            self.alive = np.ones(segment.article_count, bool)
+            self.alive[dead_rows] = False
+        self.live = segment.live_chunks(self.alive)  # per chunk row (None: all live)
+        self.live_rows = None if self.live is None else np.flatnonzero(self.live)
+        self.ranks = None  # per chunk row: position among the live chunk rows, -1 if dead
+        if self.live is not None:
+            self.ranks = np.full(len(segment), -1, np.int64)
+            self.ranks[self.live_rows] = np.arange(len(self.live_rows))
+        self.size = len(segment) if self.live_rows is None else len(self.live_rows)
+        self.articles = segment.article_count if self.alive is None else int(self.alive.sum())
+        self.bm25_documents, self.bm25_length = bm25.live_statistics(segment.postings, self.live)
+        self._under: dict[str, np.ndarray] = {}  # by id prefix: all rows, dead or alive (shared with later tombstones)
+
+    @functools.cached_property
+    def alive_rows(self) -> np.ndarray:
+        return np.arange(self.segment.article_count) if self.alive is None else np.flatnonzero(self.alive)
+
+    def rows_under(self, prefix: str) -> np.ndarray:
+        """Live article rows whose id starts with ``prefix`` (the catalog is read once per segment)."""
+        if prefix not in self._under:
+            ids = self.segment.catalog[0]
+            self._under[prefix] = np.array([row for row, article_id in enumerate(ids) if article_id.startswith(prefix)],
+                                           np.int64)
+        rows = self._under[prefix]
+        return rows if self.alive is None else rows[self.alive[rows]]
+
+    def is_alive(self, row: int) -> bool:
+        return row >= 0 and (self.alive is None or bool(self.alive[row]))
+
+    @functools.cached_property
+    def search_parameters(self):
+        """FAISS parameters that skip the dead chunks (None: nothing to skip)."""
+        if self.live is None:
+            return None
+        import faiss
+
+        bitmap = np.packbits(self.live, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(self.live), faiss.swig_ptr(bitmap))
+        selector.bitmap_array = bitmap  # keep the bits alive as long as the selector
+        return _search_parameters(self.store, selector)
 
 
 class Index:
     """An opened, read-only index version. Chunk rows 0..len-1 number its live chunks."""
 
-    def __init__(self, path: Path, manifest: dict, segments: list[Segment], dead: list[np.ndarray | None],
-                 searcher=None):
+    def __init__(self, path: Path, manifest: dict, parts: list[LiveSegment], searcher=None):
         self.path = path
         self.manifest = manifest
-        self.segments = segments
+        self.parts = parts
+        self.segments = [part.segment for part in parts]
         self.store = StoreConfig(**manifest["store"])
-        self._alive, self._live, self._live_rows, self._global_rows, starts, sentence_starts = [], [], [], [], [], []
-        rows = sentences = 0
-        for segment, dead_rows in zip(segments, dead):
-            alive = None
-            if dead_rows is not None and len(dead_rows):
-                alive = np.ones(segment.article_count, bool)
-                alive[dead_rows] = False
-            live = segment.live_chunks(alive)
-            live_rows = None if live is None else np.flatnonzero(live)
-            global_rows = None
-            if live is not None:
-                global_rows = np.full(len(segment), -1, np.int64)
-                global_rows[live_rows] = rows + np.arange(len(live_rows))
-            self._alive.append(alive)
-            self._live.append(live)
-            self._live_rows.append(live_rows)
-            self._global_rows.append(global_rows)
-            starts.append(rows)
-            sentence_starts.append(sentences)
-            rows += len(segment) if live_rows is None else len(live_rows)
-            sentences += len(segment.sentence_table)
-        self._size = rows
-        self._starts, self._sentence_starts = np.array(starts, np.int64), np.array(sentence_starts, np.int64)
-        self._scorer = bm25.Scorer([bm25.Part(s.postings, live, rows, int(base)) for s, live, rows, base
-                                    in zip(segments, self._live, self._global_rows, starts)])
+        sizes = [part.size for part in parts]
+        self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if parts else np.zeros(0, np.int64)
+        self._size = int(sum(sizes))
+        self._sentence_starts = np.concatenate([[0], np.cumsum([len(p.segment.sentence_table) for p in parts])[:-1]]
+                                               ).astype(np.int64) if parts else np.zeros(0, np.int64)
+        self._article_starts = np.concatenate([[0], np.cumsum([p.articles for p in parts])]).astype(np.int64)
+        self._scorer = bm25.Scorer([bm25.Part(p.segment.postings, p.live, p.ranks, int(base), p.bm25_documents,
+                                              p.bm25_length) for p, base in zip(parts, self._starts)])
         self._searcher = searcher or FaissSearcher(self)
         self._articles_cache: dict[tuple[int, int], Article] = {}
 
@@ -57,30 +91,47 @@ class Index:
 
     # --- articles, chunks, sentences
 
-    @functools.cached_property
-    def article_rows(self) -> dict[str, tuple[int, int]]:
-        """Article id -> (segment, article row) of every live article."""
-        rows = {}
-        for number, (segment, alive) in enumerate(zip(self.segments, self._alive)):
-            ids = segment.catalog[0]
-            for row in (range(len(ids)) if alive is None else np.flatnonzero(alive).tolist()):
-                rows[ids[row]] = (number, row)
-        return rows
+    @property
+    def article_count(self) -> int:
+        return int(self._article_starts[-1])
 
     @functools.cached_property
     def articles(self) -> "ArticleList":
         return ArticleList(self)
 
+    def locate(self, article_ids: Sequence[str]) -> list[tuple[int, int] | None]:
+        """(segment, article row) of each live article id, or None: binary searches, nothing parsed."""
+        keys = id_keys(list(article_ids))
+        found: list[tuple[int, int] | None] = [None] * len(keys)
+        for number, part in enumerate(self.parts):
+            rows = part.segment.find(keys)
+            for i in np.flatnonzero(rows >= 0).tolist():
+                if found[i] is None and part.is_alive(int(rows[i])):
+                    found[i] = (number, int(rows[i]))
+        return found
+
+    def __contains__(self, article_id) -> bool:
+        return isinstance(article_id, str) and self.locate([article_id])[0] is not None
+
     def article(self, article_id: str) -> Article:
-        return self._article(*self.article_rows[article_id])
+        place = self.locate([article_id])[0] if isinstance(article_id, str) else None
+        if place is None:
+            raise KeyError(article_id)
+        return self._article(*place)
+
+    def articles_under(self, prefix: str, limit: int) -> list[Article]:
+        """Up to ``limit`` live articles whose id starts with ``prefix`` (e.g. the uploads), in index order."""
+        found = []
+        for number, part in enumerate(self.parts):
+            found += [self._article(number, int(row)) for row in part.rows_under(prefix)[:limit - len(found)]]
+        return found
 
     def article_hashes(self) -> dict[str, str]:
-        """Content hash of every live article, by id."""
+        """Content hash of every live article, by id (reads every catalog: for checks, not updates)."""
         hashes = {}
-        for segment, alive in zip(self.segments, self._alive):
-            ids, digests = segment.catalog
-            rows = range(len(ids)) if alive is None else np.flatnonzero(alive).tolist()
-            hashes.update((ids[row], digests[row]) for row in rows)
+        for part in self.parts:
+            ids, digests = part.segment.catalog
+            hashes.update((ids[row], digests[row]) for row in part.alive_rows.tolist())
         return hashes
 
     def _article(self, number: int, row: int) -> Article:
@@ -98,7 +149,7 @@ class Index:
             raise IndexError(f"chunk row {row} out of range (the index has {self._size})")
         number = int(np.searchsorted(self._starts, row, side="right")) - 1  # every segment has a live chunk
         offset = row - int(self._starts[number])
-        live_rows = self._live_rows[number]
+        live_rows = self.parts[number].live_rows
         return number, offset if live_rows is None else int(live_rows[offset])
 
     def chunk(self, row: int) -> Chunk:
@@ -177,8 +228,12 @@ class Index:
         return sum(df > 0 for df in self._scorer.document_frequencies(query_terms)) / len(query_terms)
 
     def _to_global(self, number: int, local_rows: np.ndarray) -> np.ndarray:
-        global_rows = self._global_rows[number]
-        return int(self._starts[number]) + local_rows if global_rows is None else global_rows[local_rows]
+        """Global rows of a segment's local chunk rows (-1 for a dead chunk)."""
+        ranks = self.parts[number].ranks
+        if ranks is None:
+            return int(self._starts[number]) + local_rows
+        ranked = ranks[local_rows]
+        return np.where(ranked >= 0, int(self._starts[number]) + ranked, -1)
 
     def rows_for_keys(self, keys: np.ndarray) -> np.ndarray:
         """Global rows of chunk keys (-1 for a key that is not live in this version)."""
@@ -196,33 +251,28 @@ class ArticleList(Sequence):
 
     def __init__(self, index: Index):
         self._index = index
-        self._rows = [(n, row) for n, (s, alive) in enumerate(zip(index.segments, index._alive))
-                      for row in (range(s.article_count) if alive is None else np.flatnonzero(alive).tolist())]
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._index.article_count
 
     def __getitem__(self, item):
         if isinstance(item, slice):
-            return [self._index._article(*key) for key in self._rows[item]]
-        return self._index._article(*self._rows[item])
+            return [self[i] for i in range(*item.indices(len(self)))]
+        if item < 0:
+            item += len(self)
+        if not 0 <= item < len(self):
+            raise IndexError(item)
+        starts = self._index._article_starts
+        number = int(np.searchsorted(starts, item, side="right")) - 1
+        return self._index._article(number, int(self._index.parts[number].alive_rows[item - int(starts[number])]))
 
 
 class FaissSearcher:
     """Dense search over every segment's FAISS index, deleted chunks filtered out; BM25 locally."""
 
     def __init__(self, index: Index):
-        import faiss
-
         self.index = index
-        self.params = []
-        for live in index._live:
-            selector = None
-            if live is not None:
-                bitmap = np.packbits(live, bitorder="little")
-                selector = faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap))
-                selector.bitmap_array = bitmap  # keep the bits alive as long as the selector
-            self.params.append(_search_parameters(index.store, selector))
+        self.params = [part.search_parameters for part in index.parts]  # made once per segment and tombstones
 
     def search(self, query: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
         all_scores, all_rows = [], []

@@ -3,6 +3,7 @@ that names what differs, and the segments and tombstones loaded into an `Index`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -11,11 +12,11 @@ import numpy as np
 from rag.config import SanadConfig, StoreConfig
 from rag.errors import IndexMismatchError, StoreError
 from rag.reader import reader_fingerprint
-from rag.store.index import Index
+from rag.store.index import Index, LiveSegment
 from rag.store.segment import Segment, tune
-from rag.store.versions import clean, read_manifest
+from rag.store.versions import TABLES, clean, read_manifest
 
-FORMAT_VERSION = 2  # 2: segments and tombstones, no sentence vectors
+FORMAT_VERSION = 3  # 2: segments and tombstones, no sentence vectors; 3: id lookups, shared tables
 
 
 def manifest_for(config: SanadConfig, model_id: str, fingerprint: str, dim: int) -> dict:
@@ -56,24 +57,67 @@ def mismatch(manifest: dict, expected: dict) -> str | None:
 
 
 def files_table(index_dir: Path) -> dict:
-    """The current version's corpus files: {path: [size, mtime_ns, [article ids]]}, or {}."""
+    """The current version's corpus files: {path: [size, mtime_ns, [article ids]]}, or {}. Read from
+    its parts, oldest first, a later part's entry replacing an earlier one (None: the file is gone)."""
     try:
-        version = (Path(index_dir) / "current").resolve(strict=True)
-        table = json.loads((version / "files.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        version, manifest = read_manifest(Path(index_dir))
+        parts = manifest.get("files")
+        if not isinstance(parts, list):  # format 2: one files.json in the version folder
+            table = json.loads((version / "files.json").read_text(encoding="utf-8"))
+            return table if isinstance(table, dict) else {}
+        table = {}
+        for part in parts:
+            table.update(read_files_part(Path(index_dir), part["name"]))
+    except (StoreError, OSError, ValueError, KeyError, TypeError):
         return {}
-    return table if isinstance(table, dict) else {}
+    return {path: entry for path, entry in table.items() if entry is not None}
 
 
-def load_version(index_dir: Path, version: Path, manifest: dict, search: bool = True) -> Index:
+def files_entry(index_dir: Path, path: str) -> list | None:
+    """One file's entry in the current files table (the newest part that names it), or None."""
+    try:
+        _, manifest = read_manifest(Path(index_dir))
+        for part in reversed(manifest.get("files") or []):
+            table = read_files_part(Path(index_dir), part["name"])
+            if path in table:
+                return table[path]
+    except (StoreError, OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def read_files_part(index_dir: Path, name: str) -> dict:
+    """One part of the files table (parsed once per process: a part never changes; do not modify it)."""
+    return _parsed_part(str(Path(index_dir).resolve() / TABLES / name))
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_part(path: str) -> dict:
+    table = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(table, dict):
+        raise ValueError(f"{path} is not a table")
+    return table
+
+
+def load_version(index_dir: Path, version: Path, manifest: dict, search: bool = True, reuse: Index | None = None) -> Index:
+    """Open a version's segments and tombstones; those ``reuse`` (an open version) already has
+    (same segment, same tombstones) are taken from it, not read again."""
     try:
         store = StoreConfig(**manifest["store"])
         dense = search and store.backend == "faiss"
-        segments = [Segment(index_dir / "segments" / entry["name"], dense) for entry in manifest["segments"]]
-        dead = [np.load(version / entry["dead"]) if entry.get("dead") else None for entry in manifest["segments"]]
-        index = Index(version, manifest, segments, dead, searcher=None if dense else _NoSearch())
-        for segment in segments if dense else []:
-            tune(segment.faiss_index, store)
+        known = {(part.segment.name, part.dead_name): part for part in (reuse.parts if reuse else [])}
+        tables = index_dir / TABLES if manifest.get("format_version", 0) >= 3 else version
+        parts = []
+        for entry in manifest["segments"]:
+            part = known.get((entry["name"], entry.get("dead")))
+            if part is None:
+                segment = Segment(index_dir / "segments" / entry["name"], dense)
+                if dense:
+                    tune(segment.faiss_index, store)
+                dead = np.load(tables / entry["dead"]) if entry.get("dead") else None
+                part = LiveSegment(segment, entry.get("dead"), dead, store)
+            parts.append(part)
+        index = Index(version, manifest, parts, searcher=None if dense else _NoSearch())
         if search and not dense:
             from rag.milvus import MilvusSearcher
 

@@ -44,6 +44,7 @@ class Segment:
         self._texts = np.memmap(path / "articles.jsonl", np.uint8, mode="r")
         self._catalog = (path / "catalog.json").read_bytes()  # parsed when first needed
         self.faiss_index = _read_faiss(path / "faiss.index") if dense else None
+        self._load = load
 
     def __len__(self) -> int:
         return len(self.chunk_table)
@@ -66,6 +67,28 @@ class Segment:
         return data["ids"], data["hashes"]
 
     @functools.cached_property
+    def _lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(sorted id keys, their rows, content hash by row, first sentence row of each article)."""
+        return (self._load("id_keys.npy"), self._load("id_rows.npy"), self._load("content_hashes.npy"),
+                self._load("article_sentences.npy"))
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """The article row of each id key (`id_keys`), or -1: a binary search, nothing parsed."""
+        sorted_keys, rows = self._lookup[:2]
+        if not len(sorted_keys):
+            return np.full(len(keys), -1, np.int64)
+        at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+        return np.where(sorted_keys[at] == keys, rows[at], -1).astype(np.int64)
+
+    def content_hash(self, row: int) -> str:
+        return self._lookup[2][row].decode("ascii")
+
+    def sentence_counts(self, rows: np.ndarray) -> np.ndarray:
+        """How many sentences each of these articles has."""
+        starts = self._lookup[3]
+        return np.asarray(starts[rows + 1]) - np.asarray(starts[rows])
+
+    @functools.cached_property
     def key_order(self) -> np.ndarray:
         """Rows by ascending key (a merge may interleave key ranges)."""
         return np.argsort(np.asarray(self.keys), kind="stable")
@@ -75,6 +98,11 @@ class Segment:
         if alive_articles is None:
             return None
         return np.repeat(alive_articles, np.diff(np.asarray(self.article_chunks)))
+
+
+def id_keys(ids: list[str]) -> np.ndarray:
+    """The uint64 key of each article id (a 64-bit BLAKE2b hash, as for BM25 terms)."""
+    return bm25.term_keys(ids)
 
 
 def _load_array(folder: Path, name: str) -> np.ndarray:
@@ -177,7 +205,13 @@ def write_segment(index_dir: Path, data: SegmentData, store: StoreConfig) -> Seg
         np.save(temporary / "article_offsets.npy", np.concatenate([[0], np.cumsum([len(x) for x in data.lines])]).astype(np.int64))
         (temporary / "catalog.json").write_text(json.dumps({"ids": data.ids, "hashes": data.hashes}, ensure_ascii=False),
                                                 encoding="utf-8")
-        for file, array in (("article_chunks", data.article_chunks), ("chunks", data.chunk_table),
+        keys = id_keys(data.ids)
+        order = np.argsort(keys, kind="stable")
+        article_sentences = np.searchsorted(data.sentence_table[:, 0], np.arange(len(data.ids) + 1)).astype(np.int64)
+        for file, array in (("id_keys", keys[order]), ("id_rows", order.astype(np.int64)),
+                            ("content_hashes", np.array(data.hashes, "S16").reshape(-1)),
+                            ("article_sentences", article_sentences),
+                            ("article_chunks", data.article_chunks), ("chunks", data.chunk_table),
                             ("sentences", data.sentence_table), ("vectors", data.vectors), ("keys", data.keys)):
             np.save(temporary / f"{file}.npy", array)
         data.postings.save(temporary)

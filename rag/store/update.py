@@ -3,8 +3,10 @@ write one new segment and the tombstones, merge segments by size tier, and switc
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -16,9 +18,9 @@ from rag.config import SanadConfig, StoreConfig
 from rag.errors import IndexMismatchError, StoreError
 from rag.ingest import content_hash
 from rag.store.index import Index
-from rag.store.opening import files_table, load_version, manifest_for, open_index
+from rag.store.opening import files_table, load_version, manifest_for, open_index, read_files_part
 from rag.store.segment import Prepared, Segment, merged_data, segment_data, write_segment
-from rag.store.versions import clean_locked, locked, prune, read_manifest, write_version
+from rag.store.versions import array_bytes, clean_locked, locked, prune, read_manifest, write_version
 from rag.types import Article
 from rag.version import __version__
 
@@ -54,12 +56,41 @@ def prepare_articles(articles: list[Article], embedder, config: SanadConfig, pro
     return prepared
 
 
+@dataclass(frozen=True)
+class Change:
+    """An update given as what changed (an upload, a removal): articles to add or replace (one whose
+    content is unchanged is kept, not embedded again), article ids to remove, and the corpus files
+    table's changed entries ({path: [size, mtime_ns, [ids]]}, None for a file that is gone)."""
+
+    upsert: tuple[Article, ...] = ()
+    remove: tuple[str, ...] = ()
+    files: dict = dataclasses.field(default_factory=dict)
+
+
+def apply_change(index_dir: Path, change: Change, embedder, config: SanadConfig, progress: Progress | None = None,
+                 *, index: Index | None = None, prepare: Callable | None = None) -> tuple[Index, UpdateReport]:
+    """Apply ``change`` to the current version. Its cost follows the change, not the corpus: ids are
+    found by binary search in each segment, ``index`` (the caller's open version, if still current)
+    is not opened again, and only new segments and tombstones are read after the switch."""
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    expected = manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim)
+    with locked(index_dir):
+        clean_locked(index_dir)
+        old = _current(index_dir, expected, index)
+        return _apply(index_dir, old, expected, list(change.upsert), list(change.remove), change.files, config,
+                      prepare or (lambda fresh: prepare_articles(fresh, embedder, config, progress)))
+
+
 def update_index(index_dir: Path, articles: list[Article], embedder, config: SanadConfig,
                  progress: Progress | None = None, *, unchanged: Iterable[str] = (), files: dict | None = None,
-                 prepare: Callable | None = None) -> tuple[Index, UpdateReport]:
-    """Bring the index in line with ``articles`` plus the ``unchanged`` ones, embedding only what is
-    new or changed. ``unchanged``: ids of indexed articles the caller knows did not change (their
-    files' size and mtime are as recorded in ``files``), which are kept without being read.
+                 prepare: Callable | None = None, index: Index | None = None) -> tuple[Index, UpdateReport]:
+    """Bring the index in line with ``articles`` plus the ``unchanged`` ones (every other article is
+    removed), embedding only what is new or changed. ``unchanged``: ids of indexed articles the
+    caller knows did not change (their files' size and mtime are as recorded in ``files``, the whole
+    files table to record; None leaves it as it is), kept without being read. What is gone is found
+    from the files table when it accounts for every indexed article, else by listing every indexed
+    id. A caller that knows what changed (an upload) uses `apply_change` and skips the folder scan.
     ``prepare(articles) -> list[Prepared]`` chunks and embeds elsewhere (e.g. on Ray)."""
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +100,7 @@ def update_index(index_dir: Path, articles: list[Article], embedder, config: San
         clean_locked(index_dir)
         old, rebuilt_because = None, None
         try:
-            old = open_index(index_dir, expected)
+            old = _current(index_dir, expected, index)
         except IndexMismatchError as exc:
             rebuilt_because = str(exc)
         except StoreError as exc:
@@ -77,97 +108,191 @@ def update_index(index_dir: Path, articles: list[Article], embedder, config: San
                 rebuilt_because = str(exc)
         if rebuilt_because:
             print(f"Rebuilding the index: {rebuilt_because}.", file=sys.stderr)
-        unchanged = list(unchanged)
-        live = old.article_hashes() if old else {}
+        articles, unchanged = list(articles), list(unchanged)
         if unchanged and old is None:  # a rebuild: read what the caller did not, from the old version's texts
-            articles = list(articles) + _texts_of(index_dir, unchanged)
+            articles += _texts_of(index_dir, unchanged)
             unchanged = []
-        hashes = {article.id: content_hash(article) for article in articles}
-        if len(hashes) != len(articles) or any(article_id in hashes for article_id in unchanged):
+        given = {article.id for article in articles}
+        if len(given) != len(articles) or not given.isdisjoint(unchanged):
             raise StoreError("two articles share an id; give every file a distinct path")
-        missing = [article_id for article_id in unchanged if article_id not in live]
-        if missing:
-            raise StoreError(f"{missing[0]} is not in the index at {index_dir}; run the update again")
-        kept = set(unchanged) | {a for a, h in hashes.items() if live.get(a) == h}
-        report = UpdateReport(
-            added=sum(1 for a in hashes if a not in live),
-            changed=sum(1 for a, h in hashes.items() if a in live and live[a] != h),
-            removed=sum(1 for a in live if a not in hashes and a not in kept),
-            unchanged=len(kept), rebuilt_because=rebuilt_because)
-        fresh = [a for a in articles if a.id not in kept]
-        if old is not None and not fresh and not report.removed and (files is None or files == files_table(index_dir)):
-            return old, report
-        dead_ids = {a for a in live if a not in kept}
-        index, merged = _write_update(index_dir, old, expected, prepare(fresh) if fresh else [], dead_ids, files,
-                                      config.store)
+        delta, known = {}, files_table(index_dir) if old and files is not None else {}
+        if files is not None:  # None: the files table stays as it is
+            delta = {path: entry for path, entry in files.items() if known.get(path) != entry}
+            delta.update((path, None) for path in known if path not in files)
+        gone = _gone_by_files(old, known, delta, articles) if old and files is not None else None
+        if gone is None:  # list every indexed id to find what is gone
+            live = set(old.article_hashes()) if old else set()
+            missing = [article_id for article_id in unchanged if article_id not in live]
+            if missing:
+                raise StoreError(f"{missing[0]} is not in the index at {index_dir}; run the update again")
+            gone = live - given - set(unchanged)
+        index, report = _apply(index_dir, old, expected, articles, sorted(gone), delta, config, prepare)
+    return index, dataclasses.replace(report, rebuilt_because=rebuilt_because)
+
+
+def _gone_by_files(old: Index, known: dict, delta: dict, articles: list[Article]) -> set[str] | None:
+    """What is gone, from the files table alone: the articles of files that changed or went, less
+    those given again. None unless every live article is a file's (as recorded) or one of
+    ``articles`` not read from a file (a document held in memory), as then nothing else can be gone."""
+    read = {article_id for entry in delta.values() if entry is not None for article_id in entry[2]}
+    documents = [article.id for article in articles if article.id not in read]
+    recorded = sum(len(entry[2]) for entry in known.values())
+    if recorded + sum(place is not None for place in old.locate(documents)) != old.article_count:
+        return None
+    given = {article.id for article in articles}
+    return {article_id for path in delta if path in known for article_id in known[path][2]} - given
+
+
+def _current(index_dir: Path, expected: dict, index: Index | None) -> Index | None:
+    """The current version: ``index`` if it still is, else opened (None when there is none yet)."""
+    current = index_dir / "current"
+    if index is not None and current.exists() and current.resolve() == Path(index.path).resolve():
+        return index
+    if not current.exists() and not current.is_symlink():
+        return None
+    return open_index(index_dir, expected)
+
+
+def _apply(index_dir: Path, old: Index | None, expected: dict, upserts: list[Article], removals: list[str],
+           files: dict, config: SanadConfig, prepare: Callable) -> tuple[Index, UpdateReport]:
+    """Find the upserted and removed ids in ``old``, embed what is new or changed, and write the
+    version (or keep ``old`` when nothing changes)."""
+    hashes = {article.id: content_hash(article) for article in upserts}
+    if len(hashes) != len(upserts) or any(article_id in hashes for article_id in removals):
+        raise StoreError("two articles share an id; give every file a distinct path")
+    ids = list(hashes) + list(dict.fromkeys(removals))
+    places = dict(zip(ids, old.locate(ids) if old else [None] * len(ids)))
+    fresh, dead, added, changed, removed = [], {}, 0, 0, 0
+    for article in upserts:
+        place = places[article.id]
+        if place is not None and old.parts[place[0]].segment.content_hash(place[1]) == hashes[article.id]:
+            continue
+        fresh.append(article)
+        added, changed = added + (place is None), changed + (place is not None)
+        if place is not None:
+            dead.setdefault(place[0], []).append(place[1])
+    for article_id in ids[len(hashes):]:
+        if places[article_id] is not None:
+            removed += 1
+            dead.setdefault(places[article_id][0], []).append(places[article_id][1])
+    report = UpdateReport(added=added, changed=changed, removed=removed,
+                          unchanged=(old.article_count if old else 0) - changed - removed)
+    if old is not None and not fresh and not dead and not files:
+        return old, report
+    index, merged = _write_update(index_dir, old, expected, prepare(fresh) if fresh else [],
+                                  {number: np.array(rows, np.int64) for number, rows in dead.items()}, files,
+                                  config.store)
     return index, dataclasses.replace(report, merged=merged)
 
 
 def _texts_of(index_dir: Path, article_ids: list[str]) -> list[Article]:
-    """Articles read back from the current version's segments, whatever its settings."""
+    """Articles read back from the current version's segments, whatever its settings or format."""
     try:
         version, manifest = read_manifest(index_dir)
         stored = load_version(index_dir, version, manifest, search=False)
-        return [stored.article(article_id) for article_id in article_ids]
+        rows = {ids[row]: (number, row) for number, part in enumerate(stored.parts)
+                for ids in [part.segment.catalog[0]] for row in part.alive_rows.tolist()}
+        return [stored._article(*rows[article_id]) for article_id in article_ids]
     except (StoreError, KeyError, OSError, ValueError) as exc:
         raise StoreError(f"the index at {index_dir} must be rebuilt but its texts cannot be read ({exc}); "
                          "delete the folder and index again") from exc
 
 
 def _write_update(index_dir: Path, old: Index | None, expected: dict, prepared: list[Prepared],
-                  dead_ids: set[str], files: dict | None, store: StoreConfig) -> tuple[Index, int]:
-    """New segment, tombstones, merges, then the version switch; the old files are removed last."""
+                  dead: dict[int, np.ndarray], files: dict, store: StoreConfig) -> tuple[Index, int]:
+    """New segment, tombstones, merges, then the version switch; the old files are removed last.
+    ``dead``: the article rows that die, by position in ``old.parts``. Segments with no new deaths
+    keep their manifest entry and tombstone file as they are."""
     milvus = None
     if store.backend == "milvus":
         from rag.milvus import MilvusWriter
 
         milvus = MilvusWriter(index_dir, old.manifest if old else None, store, expected["dim"])
-    pairs: list[tuple[Segment, np.ndarray]] = []  # (segment, which of its articles are alive)
+    tables: dict[str, bytes] = {}
+    slots: list[_Slot] = []
     newly_dead_keys = [np.zeros(0, np.int64)]
-    for number, segment in enumerate(old.segments if old else []):
-        alive = np.ones(segment.article_count, bool) if old._alive[number] is None else old._alive[number].copy()
-        ids = segment.catalog[0]
-        for row in np.flatnonzero(alive).tolist():
-            if ids[row] in dead_ids:
-                alive[row] = False
-                newly_dead_keys.append(np.asarray(segment.keys[segment.article_chunks[row]:segment.article_chunks[row + 1]]))
-        pairs.append((segment, alive))
+    for number, part in enumerate(old.parts if old else []):
+        entry, rows = dict(old.manifest["segments"][number]), dead.get(number)
+        alive = part.alive
+        if rows is not None:
+            segment = part.segment
+            alive = np.ones(segment.article_count, bool) if part.alive is None else part.alive.copy()
+            alive[rows] = False
+            starts, stops = np.asarray(segment.article_chunks[rows]), np.asarray(segment.article_chunks[rows + 1])
+            newly_dead_keys += [np.asarray(segment.keys[a:b]) for a, b in zip(starts.tolist(), stops.tolist())]
+            entry.update(chunks=entry["chunks"] - int((stops - starts).sum()), articles=entry["articles"] - len(rows),
+                         sentences=entry["sentences"] - int(segment.sentence_counts(rows).sum()),
+                         dead=f"dead-{segment.name}-{uuid.uuid4().hex[:8]}.npy")
+            tables[entry["dead"]] = array_bytes(np.flatnonzero(~alive).astype(np.int64))
+        slots.append(_Slot(part.segment, alive, entry))
     next_key = old.manifest["next_key"] if old else 0
     if prepared:
         data = segment_data(prepared, next_key)
         next_key += len(data.keys)
         if milvus:
             milvus.insert(data.keys, data.vectors, data.chunk_terms)
-        pairs.append((write_segment(index_dir, data, store), np.ones(len(prepared), bool)))
+        slots.append(_new_slot(write_segment(index_dir, data, store), data))
     merged, replaced = 0, {}
-    for group in plan_merges([(len(s), int(s.live_chunks(alive).sum())) for s, alive in pairs]):
-        sources = [pairs[i] for i in group]
+    for group in plan_merges([(len(slot.segment), slot.entry["chunks"]) for slot in slots]):
+        sources = [(slots[i].segment, slots[i].alive_mask()) for i in group]
         if milvus:  # the merge drops dead chunks for good: make sure Milvus has them deleted too
             milvus.delete(np.concatenate([np.asarray(s.keys)[~s.live_chunks(alive)] for s, alive in sources]))
         replaced.update((i, None) for i in group)
-        if any(alive.any() for _, alive in sources):
-            segment = write_segment(index_dir, merged_data(sources), store)
-            replaced[group[0]] = (segment, np.ones(segment.article_count, bool))
+        if any(slots[i].entry["articles"] for i in group):
+            data = merged_data(sources)
+            replaced[group[0]] = _new_slot(write_segment(index_dir, data, store), data)
         merged += len(group)
-    pairs = [replaced.get(i, pair) if i in replaced else pair for i, pair in enumerate(pairs)]
-    entries, dead_arrays = [], {}
-    for segment, alive in (pair for pair in pairs if pair is not None and pair[1].any()):
-        entry = {"name": segment.name, "dead": None, "chunks": int(segment.live_chunks(alive).sum()),
-                 "sentences": int(alive[np.asarray(segment.sentence_table[:, 0])].sum()), "articles": int(alive.sum())}
-        if not alive.all():
-            entry["dead"] = f"dead-{segment.name}.npy"
-            dead_arrays[entry["dead"]] = np.flatnonzero(~alive)
-        entries.append(entry)
+    slots = [replaced[i] if i in replaced else slot for i, slot in enumerate(slots)]
+    entries = [slot.entry for slot in slots if slot is not None and slot.entry["articles"]]
+    file_parts = list(old.manifest.get("files", [])) if old else []
+    if files:
+        name = f"files-{uuid.uuid4().hex[:12]}.json"
+        tables[name] = json.dumps(files, ensure_ascii=False).encode("utf-8")
+        file_parts = _compact_files(index_dir, file_parts + [{"name": name, "entries": len(files)}], tables)
     manifest = {**expected, "sanad_version": __version__, "segments": entries, "next_key": next_key,
                 "chunks": sum(e["chunks"] for e in entries), "sentences": sum(e["sentences"] for e in entries),
-                "articles": sum(e["articles"] for e in entries)}
+                "articles": sum(e["articles"] for e in entries), "files": file_parts}
     if milvus:
         manifest["milvus_collection"] = milvus.collection
-    version = write_version(index_dir, manifest, dead_arrays, files)
+    version = write_version(index_dir, manifest, tables)
     if milvus:
         milvus.delete(np.concatenate(newly_dead_keys))
     prune(index_dir, version, manifest)
-    return load_version(index_dir, version, manifest), merged
+    return load_version(index_dir, version, manifest, reuse=old), merged
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A segment in the version being written: its live articles (None: all) and manifest entry."""
+
+    segment: Segment
+    alive: np.ndarray | None
+    entry: dict
+
+    def alive_mask(self) -> np.ndarray:
+        return np.ones(self.segment.article_count, bool) if self.alive is None else self.alive
+
+
+def _new_slot(segment: Segment, data) -> _Slot:
+    return _Slot(segment, None, {"name": segment.name, "dead": None, "chunks": len(data.keys),
+                                 "sentences": len(data.sentence_table), "articles": len(data.ids)})
+
+
+def _compact_files(index_dir: Path, parts: list[dict], tables: dict[str, bytes]) -> list[dict]:
+    """Merge the newest files-table parts while the older of the last two is at most twice the
+    newer: the parts stay logarithmic in number and each entry is rewritten a logarithmic number of
+    times, so an update writes about what it changed. Entries of gone files are dropped once their
+    part is the oldest."""
+    while len(parts) >= 2 and parts[-2]["entries"] <= 2 * parts[-1]["entries"]:
+        older, newer = (json.loads(tables.pop(p["name"])) if p["name"] in tables else read_files_part(index_dir, p["name"])
+                        for p in parts[-2:])  # a part written by this update and merged at once is never written
+        table = {**older, **newer}
+        if len(parts) == 2:
+            table = {path: entry for path, entry in table.items() if entry is not None}
+        name = f"files-{uuid.uuid4().hex[:12]}.json"
+        tables[name] = json.dumps(table, ensure_ascii=False).encode("utf-8")
+        parts = parts[:-2] + [{"name": name, "entries": len(table)}]
+    return parts
 
 
 def plan_merges(sizes: list[tuple[int, int]]) -> list[list[int]]:

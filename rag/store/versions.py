@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from rag.errors import StoreError
+
+TABLES = "tables"  # the folder of tombstones and files-table parts, shared by versions
 
 
 def read_manifest(index_dir: Path) -> tuple[Path, dict]:
@@ -29,15 +32,19 @@ def read_manifest(index_dir: Path) -> tuple[Path, dict]:
     return version, manifest
 
 
-def write_version(index_dir: Path, manifest: dict, dead_arrays: dict, files: dict | None) -> Path:
+def write_version(index_dir: Path, manifest: dict, tables: dict[str, bytes]) -> Path:
+    """Write the new ``tables`` (tombstones, files-table parts: immutable files a version refers to by
+    name, so unchanged ones are shared rather than copied), then the version folder, then switch."""
     name = f"v-{uuid.uuid4().hex[:12]}"
     temporary = index_dir / f".tmp-{name}"
     try:
+        if tables:
+            (index_dir / TABLES).mkdir(exist_ok=True)
+        for table, data in tables.items():  # a crash leaves files no manifest names: removed by `prune`
+            partial = index_dir / TABLES / f".tmp-{table}"
+            partial.write_bytes(data)
+            os.replace(partial, index_dir / TABLES / table)
         temporary.mkdir()
-        for file, rows in dead_arrays.items():
-            np.save(temporary / file, rows.astype(np.int64))
-        if files is not None:
-            (temporary / "files.json").write_text(json.dumps(files, ensure_ascii=False), encoding="utf-8")
         (temporary / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
         final = index_dir / name
         os.rename(temporary, final)
@@ -50,6 +57,13 @@ def write_version(index_dir: Path, manifest: dict, dead_arrays: dict, files: dic
             os.unlink(index_dir / f".tmp-link-{name}")
         raise StoreError(f"cannot write the index to {index_dir}: {exc}") from exc
     return final
+
+
+def array_bytes(array: np.ndarray) -> bytes:
+    """An array as the bytes of its .npy file."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def clean(index_dir: Path) -> None:
@@ -81,16 +95,19 @@ def clean_locked(index_dir: Path) -> None:
 
 
 def prune(index_dir: Path, keep: Path, manifest: dict) -> None:
-    """Delete versions other than ``keep`` and segments its manifest does not name."""
-    names = {entry["name"] for entry in manifest.get("segments", []) if isinstance(entry, dict)}
+    """Delete versions other than ``keep``, and segments and tables its manifest does not name."""
+    segments = [entry for entry in manifest.get("segments", []) if isinstance(entry, dict)]
+    names = {entry["name"] for entry in segments}
+    tables = {entry["dead"] for entry in segments if entry.get("dead")}
+    tables |= {part["name"] for part in manifest.get("files", []) if isinstance(part, dict)}
     for entry in index_dir.iterdir():
         if entry.name.startswith("v-") and entry.name != keep.name:
             _remove(entry)
-    segments = index_dir / "segments"
-    if segments.is_dir():
-        for entry in segments.iterdir():
-            if entry.name not in names:
-                _remove(entry)
+    for folder, keep_names in (("segments", names), (TABLES, tables)):
+        if (index_dir / folder).is_dir():
+            for entry in (index_dir / folder).iterdir():
+                if entry.name not in keep_names:
+                    _remove(entry)
 
 
 def _remove(path: Path) -> None:

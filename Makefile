@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: chat test test-llm eval bench soak clean
+.PHONY: chat test test-fast test-llm eval bench soak clean
 
 $(BIN)/sanad: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ chat: $(BIN)/sanad
 test: $(BIN)/sanad
 	$(BIN)/python -m pytest -q
 	$(BIN)/sanad eval --suite seeds --out eval/out/seeds
+
+# The fast tier while working (under 3 minutes on 2 cores): every test but those marked slow, browser or service
+# (markers in pyproject.toml). `make test` and CI run every tier.
+test-fast: $(BIN)/sanad
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not service"
 
 # LLM mode against a real local model: builds llama-cpp-python from source (~7 min on 2 cores) the first time.
 test-llm: $(BIN)/sanad

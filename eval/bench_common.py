@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from eval import SEEDS_GOLD
 from rag.config import REPO_ROOT
 
-SEEDS_QUESTIONS = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
 GOALS = {"ask_p50_ms": 150.0, "ask_p95_ms": 250.0, "chat_rss_mib": 1228.8, "ingest_speedup": 1.5,
          "cold_over_import": 1.5, "scale_p50_ms": 80.0, "scale_rss_mib": 2048.0, "recall": 0.98,
          "update_over_embed": 1.5, "open_s": 2.0, "open_rss_mib": 1536.0, "ask_over_floor": 4.0,
@@ -93,7 +93,7 @@ def machine() -> dict:
 
 
 def questions_seeds(n: int) -> list[str]:
-    lines = SEEDS_QUESTIONS.read_text(encoding="utf-8").splitlines()
+    lines = SEEDS_GOLD.read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["question"] for line in lines if line.strip()][:n]
 
 

@@ -13,11 +13,16 @@ retrieval, top 5 chunks):
   articles (off-topic).
 * AAQAD's dev articles (Arabic), with their own unanswerable questions, over the dev paragraphs.
 * The seed gold set's fit half (in-domain news, hand-checked unanswerables), over the seed articles.
+* ArQuAD dev's fit half (natural Arabic questions by language experts; its articles split in two by
+  `eval.half_of`, the report half never read here), over all 393 paragraphs, answerable as asked and
+  unanswerable with the gold paragraph taken out, as for XQuAD.
 
 The threshold maximizes the mean over these sources of the balanced accuracy (answerable answered,
-unanswerable abstained). Then, on the same dev data: ``span_weight`` (which chunk's span is the short
-answer: the most answerable chunk's, or the best span score's, or between) maximizes short-answer F1 on
-the answerable questions; ``second_quote_margin`` (a second quote when
+unanswerable abstained). Then, on the same dev data: ``claim_weights`` (which chunk's span is the short
+answer, scored from the chunk's answerability logit, the span's score, and the retriever's rank and fused
+score of the chunk: a softmax regression towards the claims with the best F1, or the logit plus a span
+weight from a grid, whichever gives the higher short-answer F1 on the answerable questions);
+``second_quote_margin`` (a second quote when
 another sentence's span scores within this many logits of the best) is the largest that keeps the
 median answer at most `MAX_WORDS` words, and ``rival_margin`` / ``rival_logit_margin`` (how far below the
 best span's score and the best chunk's answerability another article's figure may be and still be shown
@@ -82,7 +87,7 @@ class MemoReader:
 
 
 def dev_questions(seeds_bot) -> list[Asked]:
-    from eval import xquad
+    from eval import arquad, xquad
     from eval.reader_data import XQUAD_DEV_SHARE
 
     asked = []
@@ -99,6 +104,10 @@ def dev_questions(seeds_bot) -> list[Asked]:
             number = paragraphs.setdefault(e.context, len(paragraphs) + 1)
             asked.append(Asked("aaqad", "ar", e.question, e.answerable, tuple(e.context[s:t] for s, t in e.answers), "aaqad",
                                articles=frozenset({f"aaqad-dev.jsonl#{number}"})))
+    for q in arquad.load()[1]:
+        if q.half == "fit":
+            asked.append(Asked("arquad", "ar", q.question, True, (q.answer,), "arquad", articles=frozenset({q.article_id})))
+            asked.append(Asked("arquad", "ar", q.question, False, (), "arquad", exclude=q.article_id))
     entries = [json.loads(line) for line in SEEDS_GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
     by_id = {e["id"]: e for e in entries}
     ids = {name: article.id for article in seeds_bot.articles for name in (article.id, article.source)}
@@ -149,6 +158,35 @@ def gold_recall(bots, asked: list[Asked], depths=(1, 5, 20)) -> dict:
             for key, ranks in sorted(found.items())}
 
 
+def fit_claim_weights(rows, bots, memo, steps: int = 3000, rate: float = 0.05, l2: float = 1e-3) -> dict[str, float]:
+    """Weights of `rag.answer.Claim.features` from a softmax regression over each answerable question's
+    claims (one per retrieved chunk), towards the claims whose span has the question's best token F1."""
+    from rag.answer import claims_of
+
+    questions = []
+    for r in rows:
+        a = r["asked"]
+        query = bots[a.bot].answerer.retrieval_query(a.question, list(a.history) or None)
+        claims = claims_of(memo.read(query, r["hits"]), memo.gate(a.language))
+        f1 = np.array([m.token_f1(c.span.text, a.keys) for c in claims])
+        if len(claims) > 1 and f1.max() > 0:
+            names = list(claims[0].features())
+            questions.append((np.array([[c.features()[n] for n in names] for c in claims]), f1 == f1.max()))
+    if not questions:
+        return {"logit": 1.0}
+    scale = np.std(np.concatenate([x for x, _ in questions]), axis=0) + 1e-6  # features on one scale while fitting
+    weights = np.zeros(len(names))
+    for _ in range(steps):
+        gradient = l2 * weights
+        for x, best in questions:
+            z = (x / scale) @ weights
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            gradient += (x / scale).T @ (p - best / best.sum()) / len(questions)
+        weights -= rate * 10 * gradient
+    return {name: round(float(w / s), 5) for name, w, s in zip(names, weights, scale)}
+
+
 def platt(logits: np.ndarray, labels: np.ndarray, steps: int = 4000, rate: float = 0.1) -> tuple[float, float]:
     """(scale, bias) of sigmoid(scale * logit + bias) fitted by logistic regression (gradient descent)."""
     scale, bias = 1.0, 0.0
@@ -177,25 +215,27 @@ def main(argv=None) -> None:
     parser.add_argument("--reader", type=Path, default=READER_DIR, help="folder whose reader.json is rewritten")
     parser.add_argument("--limit", type=int, default=None, help="questions per source (a smoke run)")
     args = parser.parse_args(argv)
-    from eval import xquad
-    from eval.run import _index_progress
+    from eval import arquad, xquad
+    from rag.progress import progress_bar
     from rag.chatbot import ChatBot
     from rag.config import load_config
 
     started = time.time()
     config = load_config().replace(answer={"abstain": False})
     args.out.mkdir(parents=True, exist_ok=True)
-    bots = {"seeds": ChatBot(config=config, index_dir=args.out / "index-seeds", progress=_index_progress())}
+    bots = {"seeds": ChatBot(config=config, index_dir=args.out / "index-seeds", progress=progress_bar())}
     bots["xquad"] = ChatBot(corpus=xquad.write_corpus(xquad.load()[0], args.out / "xquad_corpus"), config=config,
-                            index_dir=args.out / "index-xquad", progress=_index_progress())
+                            index_dir=args.out / "index-xquad", progress=progress_bar())
     bots["aaqad"] = ChatBot(corpus=aaqad_dev_corpus(args.out / "aaqad_corpus"), config=config,
-                            index_dir=args.out / "index-aaqad", progress=_index_progress())
+                            index_dir=args.out / "index-aaqad", progress=progress_bar())
+    bots["arquad"] = ChatBot(articles=arquad.articles(arquad.load()[0]), config=config,
+                             index_dir=args.out / "index-arquad", progress=progress_bar())
     memo = MemoReader(bots["seeds"].answerer.reader)
     for bot in bots.values():
         bot.answerer.reader = memo
     asked = dev_questions(bots["seeds"])
     if args.limit:
-        asked = [a for s in ("xquad", "aaqad", "seeds") for a in [x for x in asked if x.source == s][:args.limit]]
+        asked = [a for s in ("xquad", "aaqad", "seeds", "arquad") for a in [x for x in asked if x.source == s][:args.limit]]
     print(f"{len(asked)} dev questions", file=sys.stderr)
 
     from tqdm import tqdm
@@ -236,17 +276,22 @@ def main(argv=None) -> None:
         return result
 
     answerable = [r for r in rows if r["answerable"]]
+    candidates = {f"span {w}": {"logit": 1.0, "span": w} for w in SPAN_WEIGHTS}
+    candidates["fitted"] = fit_claim_weights(answerable, bots, memo)
     weight_trials = {}
-    for weight in SPAN_WEIGHTS:
-        got = answers({"span_weight": weight}, answerable)
-        weight_trials[weight] = m.mean([m.token_f1(ans.short_answer or "", r["asked"].keys) for r, ans in got])
-    settings["span_weight"] = max(SPAN_WEIGHTS, key=lambda w: (weight_trials[w] or 0, -w))
-    report["span_weight"] = {"chosen": settings["span_weight"], "short_answer_f1": weight_trials}
+    for name, weights in candidates.items():
+        got = answers({"claim_weights": weights}, answerable)
+        weight_trials[name] = {"weights": weights,
+                               "short_answer_f1": m.mean([m.token_f1(ans.short_answer or "", r["asked"].keys) for r, ans in got])}
+    chosen_weights = max(weight_trials.values(), key=lambda t: t["short_answer_f1"] or 0)["weights"]
+    settings.pop("span_weight", None)  # the one-feature setting of older calibrations
+    settings["claim_weights"] = chosen_weights
+    report["claim_weights"] = {"chosen": chosen_weights, "trials": weight_trials}
 
     answerable = [r for r in answerable if r["asked"].source in ("xquad", "seeds")]
     trials = {}
     for margin in SECOND_MARGINS:
-        got = answers({"span_weight": settings["span_weight"], "second_quote_margin": margin}, answerable)
+        got = answers({"claim_weights": chosen_weights, "second_quote_margin": margin}, answerable)
         trials[margin] = {"contains": m.mean([m.any_key_matches(r["asked"].keys, ans.text) for r, ans in got]),
                           "words_p50": m.percentile([len(ans.text.split()) for _, ans in got], 50)}
     fitting = [k for k, v in trials.items() if v["words_p50"] is not None and v["words_p50"] <= MAX_WORDS] or [0.0]
@@ -257,7 +302,7 @@ def main(argv=None) -> None:
     rival_trials = {}
     for margin in RIVAL_MARGINS:
         for logit_margin in RIVAL_LOGIT_MARGINS:
-            got = answers({"span_weight": settings["span_weight"], "second_quote_margin": settings["second_quote_margin"],
+            got = answers({"claim_weights": chosen_weights, "second_quote_margin": settings["second_quote_margin"],
                            "rival_margin": margin, "rival_logit_margin": logit_margin}, figures)
             # a conflict question asks for the figure without saying whose (its gold spans are in 2+ articles);
             # one that names the source ("according to Blinken") wants that source's figure alone

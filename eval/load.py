@@ -30,10 +30,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eval import SEEDS_GOLD
 from rag.config import REPO_ROOT, load_config
 from ui.format import QUOTE_CHARS, shorten
 
-GOLD = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
 UPLOAD_NAME = "zz_load_mars_base.md"
 UPLOAD_TEXT = ("# قاعدة على المريخ\n\nأعلنت وكالة الفضاء أن قاعدة المريخ الجديدة تضم 42 عالمًا "
                "يعملون في مختبر الجليد منذ الربيع الماضي.\n")
@@ -54,7 +54,7 @@ class Asked:
 
 def questions_for(users: int, per_user: int) -> list[list[str]]:
     """Gold questions (no follow-ups), Arabic and English alternating within each user's list."""
-    gold = [json.loads(line) for line in GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
+    gold = [json.loads(line) for line in SEEDS_GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
     by_lang = {lang: [g["question"] for g in gold if g["lang"] == lang and not g.get("follows")] for lang in ("ar", "en")}
     plan, taken = [], {"ar": 0, "en": 0}
     for _ in range(users):

@@ -1,9 +1,12 @@
 """Training and dev examples for the span reader (`python -m eval.train_reader`).
 
-Sources (``../shared/datasets/qa-train/``, see its README): AAQAD (Arabic, with real unanswerable
-questions), the Arabic-SQuAD subset, English TyDi GoldP; plus XQuAD's *fit* half (Arabic and English
-questions over the Arabic paragraphs; the report half is never read here) and the fit half of the seed
-gold set. Every split is by article, never by question.
+Sources (``../shared/datasets/qa-train/``, see its README, and `SOURCES`): AAQAD (Arabic, with real
+unanswerable questions), the Arabic-SQuAD subset, TyDi GoldP (information-seeking questions in English,
+Bengali, Finnish, Indonesian, Korean, Russian, Swahili and Telugu), JaQuAD, DRCD and CMRC 2018
+(crowd-written, Japanese and Chinese); plus XQuAD's *fit* half (Arabic and English questions over the
+Arabic paragraphs; the report half is never read here) and the fit half of the seed gold set. Every
+split is by article, never by question. The other languages teach reading (many more people's
+questions than the Arabic sets hold); the abstention gate is calibrated for Arabic and English only.
 
 Unanswerable examples come from three places, because abstaining is what the reader must learn best:
 
@@ -25,12 +28,12 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from eval import SEEDS_GOLD, half_of
 from rag.arabic import STOPWORDS, is_arabic, normalize, terms
 from rag.config import REPO_ROOT
 
 QA_TRAIN = REPO_ROOT.parent / "shared" / "datasets" / "qa-train"
 XQUAD = REPO_ROOT.parent / "shared" / "benchmarks" / "xquad"
-SEEDS_GOLD = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
 SEEDS = REPO_ROOT / "seeds"
 DEV_SHARE = 6  # percent of the articles of each training file held out as dev
 XQUAD_DEV_SHARE = 25  # percent of XQuAD's fit-half articles held out as dev (the report half is never used)
@@ -46,8 +49,8 @@ class QAExample:
     question: str
     context: str
     answers: tuple[tuple[int, int], ...]
-    language: str  # of the question: "ar" or "en"
-    source: str  # "aaqad", "asquad", "tydi", "xquad", "seeds", plus "+other" / "+swap" for made negatives
+    language: str  # of the question: "ar", "en", or another language of `SOURCES`
+    source: str  # a `SOURCES` name, "xquad" or "seeds", plus "+other" / "+swap" / "+offtopic" for made negatives
     title: str  # the article: the unit of every split
 
     @property
@@ -132,7 +135,7 @@ def seeds_half(entry: dict, by_id: dict) -> str:
     """"fit" or "report" for a seed gold question, fixed by the id of its first turn (chains stay together)."""
     while entry.get("follows"):
         entry = by_id[entry["follows"]]
-    return "fit" if int(hashlib.sha1(entry["id"].encode()).hexdigest(), 16) % 2 == 0 else "report"
+    return half_of(entry["id"])
 
 
 def read_seeds(gold: Path = SEEDS_GOLD, corpus: Path = SEEDS) -> list[QAExample]:
@@ -189,18 +192,23 @@ def _key_span(text: str, sentence: str, keys) -> tuple[int, int] | None:
 def other_passage_negatives(examples: list[QAExample], paragraphs: dict[str, list[str]], share: float,
                             rng: random.Random) -> list[QAExample]:
     """For ``share`` of the answerable examples: the same question over the most similar passage of its
-    article that does not contain the answer."""
+    article (``paragraphs`` keyed "source/title") that does not contain the answer."""
+    normalized: dict[str, str] = {}  # an article's paragraphs are compared with each of its questions
+    words: dict[str, set[str]] = {}
     made = []
     for example in examples:
         if not example.answerable or rng.random() >= share:
             continue
         answers = {normalize(example.context[s:e]) for s, e in example.answers}
         wanted = set(terms(example.question))
-        others = [p for p in paragraphs.get(example.title, ()) if p != example.context
-                  and not any(a in normalize(p) for a in answers)]
+        candidates = paragraphs.get(f"{example.source.split('+')[0]}/{example.title}", ())
+        for p in candidates:
+            if p not in normalized:
+                normalized[p], words[p] = normalize(p), set(terms(p))
+        others = [p for p in candidates if p != example.context and not any(a in normalized[p] for a in answers)]
         if not others:
             continue
-        best = max(others, key=lambda p: (len(wanted & set(terms(p))), rng.random()))
+        best = max(others, key=lambda p: (len(wanted & words[p]), rng.random()))
         made.append(replace(example, id=example.id + "+other", context=best, answers=(), source=example.source + "+other"))
     return made
 
@@ -313,40 +321,72 @@ def cross_language_negatives(questions: list[QAExample], passages: list[QAExampl
 # --- everything together -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Source:
+    """One training file: the source name (also the salt of its dev split) and its question language."""
+
+    file: str
+    name: str
+    language: str
+
+
+SOURCES = (
+    Source("aaqad.ar.json", "aaqad", "ar"),
+    Source("arabic-squad-subset.ar.json", "asquad", "ar"),
+    Source("tydiqa-goldp-train.en.json", "tydi", "en"),
+    Source("tydiqa-goldp-dev.en.json", "tydi", "en"),
+    *(Source(f"tydiqa-goldp.{language}.json", "tydi", language) for language in ("bn", "fi", "id", "ko", "ru", "sw", "te")),
+    Source("jaquad.ja.json", "jaquad", "ja"),
+    Source("drcd.zh.json", "drcd", "zh"),
+    Source("cmrc2018.zh.json", "cmrc", "zh"),
+)
+GATED = ("ar", "en")  # question languages the gate is calibrated for; made negatives beyond "other passage" are theirs
+
+
+@dataclass(frozen=True)
 class DataSettings:
-    other_share: float = 0.5  # answerable examples that also get an "other passage" negative
-    swap_share: float = 0.25  # ... and a swapped-question negative
+    other_share: float = 0.5  # answerable Arabic/English examples that also get an "other passage" negative
+    other_share_more: float = 0.25  # ... the same for the other languages (answerability is learnt mostly in Arabic)
+    swap_share: float = 0.25  # ... and a swapped-question negative (Arabic and English)
     offtopic_share: float = 0.15  # English questions also asked of an unrelated Arabic passage
     in_domain_repeat: int = 2  # XQuAD-fit and seed examples are seen this many times per epoch
     swap_actors: bool = False  # also swap nationalities and names (the second training phase)
-    sample: float = 1.0  # share of the examples of each training file taken (the second phase takes half)
+    sample: float = 1.0  # share of the examples of each training file taken, times the source's share below
+    shares: tuple[tuple[str, float], ...] = ()  # per source name, e.g. (("aaqad", 0.5),); 1.0 where absent
+    dev_limit: int | None = None  # dev examples kept per source and language (periodic dev reports), None: all
     seed: int = 13
+
+    def share(self, source: str) -> float:
+        return self.sample * dict(self.shares).get(source, 1.0)
 
 
 def build(settings: DataSettings = DataSettings(), limit: int | None = None) -> dict[str, list[QAExample]]:
     """{"train": [...], "dev": [...]}: every source, split by article, with the made negatives."""
     rng = random.Random(settings.seed)
-    files = (("aaqad.ar.json", "aaqad", "ar"), ("arabic-squad-subset.ar.json", "asquad", "ar"),
-             ("tydiqa-goldp-train.en.json", "tydi", "en"))
     split: dict[str, list[QAExample]] = {"train": [], "dev": []}
     paragraphs: dict[str, list[str]] = {}
-    for name, source, language in files:
-        for example in read_squad(QA_TRAIN / name, source, language)[:limit]:
-            part = split_of(example.title, source, DEV_SHARE)
-            if part == "dev" or settings.sample >= 1.0 or rng.random() < settings.sample:
+    for source in SOURCES:
+        share = settings.share(source.name)
+        for example in read_squad(QA_TRAIN / source.file, source.name, source.language)[:limit]:
+            part = split_of(example.title, source.name, DEV_SHARE)
+            if part == "dev" or share >= 1.0 or rng.random() < share:
                 split[part].append(example)
-            title_paragraphs = paragraphs.setdefault(example.title, [])
+            title_paragraphs = paragraphs.setdefault(f"{source.name}/{example.title}", [])
             if example.context not in title_paragraphs:
                 title_paragraphs.append(example.context)
+    paragraphs.update({f"xquad/{title}": texts for title, texts in xquad_paragraphs().items()})
     xquad = read_xquad()
-    paragraphs.update(xquad_paragraphs())
     for part in ("train", "dev"):
         split[part] += xquad[part][:limit]
     split["train"] += read_seeds()
+    if settings.dev_limit is not None:
+        split["dev"] = _per_key(split["dev"], settings.dev_limit, random.Random(settings.seed))
     result = {}
     for part, examples in split.items():
-        made = other_passage_negatives(examples, paragraphs, settings.other_share, rng)
-        made += swap_negatives(examples, settings.swap_share, rng, actors=settings.swap_actors)
+        gated = [e for e in examples if e.language in GATED]
+        more = [e for e in examples if e.language not in GATED]
+        made = other_passage_negatives(gated, paragraphs, settings.other_share, rng)
+        made += other_passage_negatives(more, paragraphs, settings.other_share_more, rng)
+        made += swap_negatives(gated, settings.swap_share, rng, actors=settings.swap_actors)
         arabic = [e for e in examples if e.language == "ar"]
         made += cross_language_negatives([e for e in examples if e.language == "en"], arabic, settings.offtopic_share, rng)
         everything = examples + made
@@ -355,6 +395,36 @@ def build(settings: DataSettings = DataSettings(), limit: int | None = None) -> 
             everything += in_domain * (settings.in_domain_repeat - 1)
         result[part] = everything
     return result
+
+
+def _per_key(examples: list[QAExample], limit: int, rng: random.Random) -> list[QAExample]:
+    """At most ``limit`` examples per (source, language), drawn by whole articles so none is cut in two."""
+    kept = []
+    for key in sorted({(e.source, e.language) for e in examples}):
+        part = [e for e in examples if (e.source, e.language) == key]
+        titles = sorted({e.title for e in part})
+        rng.shuffle(titles)
+        taken: list[QAExample] = []
+        for title in titles:
+            if len(taken) >= limit:
+                break
+            taken += [e for e in part if e.title == title]
+        kept += taken
+    return kept
+
+
+def arquad_examples() -> list[QAExample]:
+    """ArQuAD dev as gold-passage examples: for scoring checkpoints only, never for training."""
+    from eval.arquad import load
+
+    records, questions = load()
+    examples = []
+    for q in questions:
+        context = records[q.paragraph - 1]["text"]
+        span = clean_span(context, q.answer_start, q.answer)
+        if span:
+            examples.append(QAExample(f"arquad-{q.id}", q.question, context, (span,), "ar", "arquad", q.article))
+    return examples
 
 
 def describe(examples: list[QAExample]) -> dict[str, int]:

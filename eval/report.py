@@ -20,7 +20,8 @@ def render_markdown(report: dict) -> str:
              + (f" (limit {report['limit']})" if report["limit"] else "") + ".", ""]
     verdict = "FAIL" if report["failures"] else "PASS"
     lines += [f"**{verdict}** against `{report['thresholds_file']}`", *[f"- {f}" for f in report["failures"]], ""]
-    lines += _xquad_tables(metrics) if report["suite"] == "xquad" else _seeds_tables(metrics, report["results"])
+    lines += (_paragraph_tables(metrics) if report["suite"] in ("xquad", "arquad")
+              else _seeds_tables(metrics, report["results"]))
     lines += ["## Questions", ""]
     lines += _question_list("Answered but no key in the answer",
                             [r for r in report["results"] if r["answerable"] and not r["abstained"] and not r["key_matched"]])
@@ -59,7 +60,7 @@ def _seeds_tables(metrics: dict, results: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def _xquad_tables(metrics: dict) -> list[str]:
+def _paragraph_tables(metrics: dict) -> list[str]:
     lines = ["## Retrieval (gold paragraph in the top chunks)", "", "| lang | half | mode | R@1 | R@5 | MRR |",
              "|---|---|---|---:|---:|---:|"]
     for lang, halves in metrics["retrieval"].items():
@@ -70,7 +71,7 @@ def _xquad_tables(metrics: dict) -> list[str]:
                "gold_paragraph_f1", "false_abstention_rate", "cites_gold_article", "citation_recall", "groundedness",
                "exact_quote_rate", "answer_words_p50", "latency_p50_ms")
     lines += ["", "## Answers", "", "| lang | half | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
-    for lang in ("ar", "en"):
+    for lang in metrics["retrieval"]:  # the languages asked
         for half, values in metrics[lang].items():
             lines.append(f"| {lang} | {half} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
     if "absent_half" in metrics:

@@ -74,14 +74,13 @@ def sweep(sizes: list[int], out: Path) -> list[dict]:
 def compare_backends(out: Path) -> dict:
     """XQuAD recall per backend and retrieval mode, and whether both retrieve the same top 5
     chunks (hybrid, as the chatbot asks) for each seed gold question."""
-    from eval import xquad
+    from eval import SEEDS_GOLD, xquad
     from rag.chatbot import ChatBot
-    from rag.config import DEFAULT_CORPUS, REPO_ROOT, load_config
+    from rag.config import DEFAULT_CORPUS, load_config
 
     records, questions = xquad.load()
     corpus = xquad.write_corpus(records, out / "xquad_corpus")
-    gold = [json.loads(line)["question"] for line in
-            (REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    gold = [json.loads(line)["question"] for line in SEEDS_GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
     result, retrieved = {}, {}
     for backend in ("faiss", "milvus"):
         config = load_config().replace(store={"backend": backend})

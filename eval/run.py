@@ -1,9 +1,13 @@
 """``sanad eval``: ask a gold question set, score every answer, compare with ``eval/thresholds.toml``.
 
-Two suites. ``seeds``: the hand-checked questions of ``eval/datasets/seeds_qa.jsonl`` over ``seeds/``
+Three suites. ``seeds``: the hand-checked questions of ``eval/datasets/seeds_qa.jsonl`` over ``seeds/``
 (or ``--corpus DIR --questions FILE``, the same JSONL format, for your own articles). ``xquad``: the
 240 Arabic XQuAD paragraphs as a corpus, each question asked in Arabic and in English, reported
-per ``fit``/``report`` half so figures tuned on one half are read on the other.
+per ``fit``/``report`` half so figures tuned on one half are read on the other. ``arquad``: the 393
+paragraphs of ArQuAD dev, read at run time and held in memory, with their expert-written Arabic
+questions (for choosing, never for training), reported by half too: the answer settings are fitted
+on its fit half's articles, so its report half is the honest figure. Both paragraph suites also run
+the absent half: every other paragraph indexed, every question asked again.
 
 The index lives under ``--out``, so an evaluation never touches the user's own index. The
 command writes ``report.json``, ``report.md`` and ``confidence.png`` and exits 1 when a metric
@@ -17,15 +21,16 @@ import sys
 import time
 import tomllib
 from dataclasses import asdict, dataclass
+from itertools import islice, zip_longest
 from pathlib import Path
 
+from eval import SEEDS_GOLD as SEEDS_QUESTIONS
 from eval import metrics as m
 from eval.report import plot_confidence, render_markdown
-from rag.config import REPO_ROOT, load_config
+from rag.config import load_config
 from rag.errors import ConfigError, CorpusError
 from rag.progress import progress_bar
 
-SEEDS_QUESTIONS = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
 THRESHOLDS = Path(__file__).with_name("thresholds.toml")
 DEPTH = 20  # chunks retrieved for the retrieval metrics; a gold passage below this rank is a miss
 
@@ -237,66 +242,114 @@ def gold_halves(questions: list[GoldQuestion]) -> dict[str, str]:
     return {q.id: seeds_half(by_id[q.id], by_id) for q in questions}
 
 
+@dataclass(frozen=True)
+class ParagraphQuestion:
+    """One question of a paragraph benchmark (XQuAD, ArQuAD) as it is asked: XQuAD asks each twice, in
+    Arabic and in English, so the suites share one way of asking and scoring."""
+
+    id: str
+    lang: str
+    half: str  # "fit" (what the answer layer is tuned on) or "report", by article
+    text: str
+    answers: tuple[str, ...]
+    article_id: str  # the gold paragraph's article
+    paragraph: int  # its record number (1-based): the absent half keeps the odd ones
+
+
+HALVES = ("fit", "report")
+
+
 def run_xquad(args, out: Path):
     """(metrics, results, bot) for XQuAD-ar paragraphs, questions in Arabic and English."""
-    from tqdm import tqdm
-
     from eval import xquad
     from rag.chatbot import ChatBot
 
-    if args.corpus or args.questions:
-        raise ConfigError("--corpus and --questions are for --suite seeds; XQuAD brings its own (see --xquad DIR)")
+    refuse_own_questions(args, "XQuAD", "--xquad")
     records, questions = xquad.load(args.xquad)
     questions = balanced_sample(questions, args.limit)
-    corpus = xquad.write_corpus(records, out / "xquad_corpus")
-    # The default ChatBot, abstention gate on, as users get it: every XQuAD question has an answer,
-    # so an abstention here is a false one (``false_abstention_rate``).
-    bot = ChatBot(corpus=corpus, index_dir=out / "index-xquad", progress=progress_bar())
-    summary = {"retrieval": xquad_retrieval_by_half(bot, questions)}
-    results, gold_f1 = [], []
-    asks = [(q, lang) for lang in ("ar", "en") for q in questions]
-    for q, lang in tqdm(asks, desc="xquad", unit="q", file=sys.stderr):
-        text = q.question_ar if lang == "ar" else q.question_en
-        answer, latency = timed_ask(bot, text)
-        results.append(score_answer(
-            answer, id=q.id, lang=lang, group=q.half, answerable=True, keys=q.answers, gold_articles={q.article_id},
-            latency_ms=latency, article_text=lambda a: bot.index.article(a).text))
-        gold_f1.append((lang, q.half, m.token_f1(gold_paragraph_answer(bot, text, q.article_id), q.answers)))
-    summary |= summarize(results, retrieval=False)
-    for lang in ("ar", "en"):
-        summary[lang] = {half: summarize([r for r in results if r.lang == lang and half in ("all", r.group)], retrieval=False)
-                         | {"gold_paragraph_f1": m.mean([f for l, h, f in gold_f1 if l == lang and half in ("all", h)])}
-                         for half in ("fit", "report", "all")}
-    summary["absent_half"] = absent_half(records, questions, out)
+    asks = xquad_asks(questions)
+    bot = ChatBot(corpus=xquad.write_corpus(records, out / "xquad_corpus"), index_dir=out / "index-xquad",
+                  progress=progress_bar())
+    summary, results = ask_paragraphs(bot, asks, HALVES, "xquad")
+    half_bot = ChatBot(corpus=xquad.write_corpus(records[::2], out / "xquad_half_corpus"),
+                       index_dir=out / "index-xquad-half", progress=progress_bar())
+    summary["absent_half"] = absent_half(half_bot, asks, HALVES, "xquad")
     return summary, results, bot
 
 
-def absent_half(records: list[dict], questions: list, out: Path) -> dict:
-    """Every other paragraph indexed (odd record numbers), every question asked: a question about an
-    indexed paragraph should be answered, one about a left-out paragraph abstained on, though its
-    article's other paragraphs are there (the on-topic absent fact). {lang: {half: rates}}."""
-    from tqdm import tqdm
+def xquad_asks(questions: list) -> list[ParagraphQuestion]:
+    """Every XQuAD question in Arabic, then every one again in English, over the same Arabic paragraphs."""
+    return [ParagraphQuestion(q.id, lang, q.half, q.question_ar if lang == "ar" else q.question_en, q.answers,
+                              q.article_id, q.paragraph) for lang in ("ar", "en") for q in questions]
 
-    from eval import xquad
+
+def run_arquad(args, out: Path):
+    """(metrics, results, bot) for ArQuAD dev: its paragraphs held in memory as the corpus (its licence
+    allows no copy), its expert-written Arabic questions over all of it, reported by half: the gate and
+    answer settings are fitted on the fit half's articles (`eval.calibrate_reader`), never on the report half."""
+    from eval import arquad
     from rag.chatbot import ChatBot
 
-    kept = [record for number, record in enumerate(records, start=1) if number % 2]
-    bot = ChatBot(corpus=xquad.write_corpus(kept, out / "xquad_half_corpus"), index_dir=out / "index-xquad-half",
-                  progress=progress_bar())
+    refuse_own_questions(args, "ArQuAD", "--arquad")
+    records, questions = arquad.load(args.arquad)
+    questions = balanced_sample(questions, args.limit, kind=lambda q: q.paragraph % 2)  # both sides of the absent half
+    asks = [ParagraphQuestion(q.id, "ar", q.half, q.question, (q.answer,), q.article_id, q.paragraph) for q in questions]
+    articles = arquad.articles(records)
+    bot = ChatBot(articles=articles, index_dir=out / "index-arquad", progress=progress_bar())
+    summary, results = ask_paragraphs(bot, asks, HALVES, "arquad")
+    half_bot = ChatBot(articles=articles[::2], index_dir=out / "index-arquad-half", progress=progress_bar())
+    summary["absent_half"] = absent_half(half_bot, asks, HALVES, "arquad")
+    return summary, results, bot
+
+
+def refuse_own_questions(args, name: str, option: str) -> None:
+    """A benchmark suite brings its corpus and questions, so ``--corpus``/``--questions`` would be ignored."""
+    if args.corpus or args.questions:
+        raise ConfigError(f"--corpus and --questions are for --suite seeds; {name} brings its own (see {option} DIR)")
+
+
+def ask_paragraphs(bot, asks: list[ParagraphQuestion], halves: tuple[str, ...], name: str):
+    """(metrics, results): every question asked through the default ChatBot, gate on, as users get it.
+    Every question has an answer, so an abstention is a false one (``false_abstention_rate``). Per
+    language: each half and "all", with the gold-paragraph F1 and the retrieval of the gold paragraph."""
+    from tqdm import tqdm
+
+    summary = {"retrieval": retrieval_by_half(bot, asks, halves)}
+    results, gold_f1 = [], []
+    for ask in tqdm(asks, desc=name, unit="q", file=sys.stderr):
+        answer, latency = timed_ask(bot, ask.text)
+        results.append(score_answer(
+            answer, id=ask.id, lang=ask.lang, group=ask.half, answerable=True, keys=ask.answers,
+            gold_articles={ask.article_id}, latency_ms=latency, article_text=lambda a: bot.index.article(a).text))
+        gold_f1.append(m.token_f1(gold_paragraph_answer(bot, ask.text, ask.article_id), ask.answers))
+    summary |= summarize(results, retrieval=False)
+    for lang in dict.fromkeys(ask.lang for ask in asks):
+        summary[lang] = {half: summarize([r for r in results if r.lang == lang and half in ("all", r.group)], retrieval=False)
+                         | {"gold_paragraph_f1": m.mean([f for r, f in zip(results, gold_f1)
+                                                         if r.lang == lang and half in ("all", r.group)])}
+                         for half in (*halves, "all")}
+    return summary, results
+
+
+def absent_half(bot, asks: list[ParagraphQuestion], halves: tuple[str, ...], name: str) -> dict:
+    """``bot`` indexes every other paragraph (odd record numbers) and every question is asked again: a
+    question about an indexed paragraph should be answered, one about a left-out paragraph abstained
+    on, though its article's other paragraphs are there (the on-topic absent fact). {lang: {half: rates}}."""
+    from tqdm import tqdm
+
     rows = []
-    asks = [(q, lang) for lang in ("ar", "en") for q in questions]
-    for q, lang in tqdm(asks, desc="xquad absent half", unit="q", file=sys.stderr):
-        answer = bot.ask(q.question_ar if lang == "ar" else q.question_en)
-        rows.append((lang, q.half, q.paragraph % 2 == 1, answer.abstained,
-                     not answer.abstained and m.any_key_matches(q.answers, answer.text)))
+    for ask in tqdm(asks, desc=f"{name} absent half", unit="q", file=sys.stderr):
+        answer = bot.ask(ask.text)
+        rows.append((ask, answer.abstained, not answer.abstained and m.any_key_matches(ask.answers, answer.text)))
     table = {}
-    for lang in ("ar", "en"):
+    for lang in dict.fromkeys(ask.lang for ask in asks):
         table[lang] = {}
-        for half in ("fit", "report", "all"):
-            mine = [r for r in rows if r[0] == lang and half in ("all", r[1])]
-            table[lang][half] = {"present_answered": m.mean([not r[3] for r in mine if r[2]]),
-                                 "present_correct": m.mean([r[4] for r in mine if r[2]]),
-                                 "absent_abstained": m.mean([r[3] for r in mine if not r[2]])}
+        for half in (*halves, "all"):
+            mine = [(ask.paragraph % 2 == 1, abstained, correct) for ask, abstained, correct in rows
+                    if ask.lang == lang and half in ("all", ask.half)]
+            table[lang][half] = {"present_answered": m.mean([not r[1] for r in mine if r[0]]),
+                                 "present_correct": m.mean([r[2] for r in mine if r[0]]),
+                                 "absent_abstained": m.mean([r[1] for r in mine if not r[0]])}
     return table
 
 
@@ -310,40 +363,36 @@ def gold_paragraph_answer(bot, question: str, article_id: str) -> str:
     return max(spans, key=lambda s: s.score).text if spans else ""
 
 
-def balanced_sample(questions: list, limit: int | None) -> list:
-    """The first ``limit`` questions of the two halves together, about half from each, in file order.
+def balanced_sample(questions: list, limit: int | None, kind=lambda q: q.half) -> list:
+    """The first ``limit`` questions taken in turn from each kind (XQuAD: its halves), in file order.
 
-    XQuAD is ordered by article, so the plain first N would all fall in one half.
+    The files are ordered by article, so the plain first N would all be of one kind; a kind with too
+    few questions leaves its turns to the others.
     """
     if not limit:
         return questions
-    quota = {"fit": (limit + 1) // 2, "report": limit // 2}
-    for half, other in (("fit", "report"), ("report", "fit")):  # a short half leaves its share to the other
-        quota[other] += max(0, quota[half] - sum(q.half == half for q in questions))
-    taken = {"fit": 0, "report": 0}
-    chosen = []
-    for question in questions:
-        if taken[question.half] < quota[question.half]:
-            taken[question.half] += 1
-            chosen.append(question)
-    return chosen
+    numbers: dict = {}
+    for number, question in enumerate(questions):
+        numbers.setdefault(kind(question), []).append(number)
+    turns = (number for row in zip_longest(*(numbers[k] for k in sorted(numbers))) for number in row if number is not None)
+    return [questions[number] for number in sorted(islice(turns, limit))]
 
 
-def xquad_retrieval_by_half(bot, questions) -> dict:
-    """{lang: {half: {mode: {"R@1", "R@5", "MRR"}}}}; "all" is the question-weighted mean of the halves."""
-    from eval.retrieval import xquad_retrieval
+def retrieval_by_half(bot, asks: list[ParagraphQuestion], halves: tuple[str, ...]) -> dict:
+    """{lang: {half: {mode: {"R@1", "R@5", "MRR"}}}}, gold = the question's paragraph; "all" is the
+    question-weighted mean of the halves, so no question is retrieved twice."""
+    from eval.retrieval import retrieval_metrics
     from rag.retrieve import MODES
 
-    halves = {half: [q for q in questions if q.half == half] for half in ("fit", "report")}
-    scores = {half: xquad_retrieval(bot, qs) for half, qs in halves.items() if qs}
     table = {}
-    for lang in ("ar", "en"):
-        table[lang] = {half: scores[half][lang] for half in scores}
-        table[lang]["all"] = {}
-        for mode in MODES if scores else ():
-            table[lang]["all"][mode] = {
-                name: round(sum(len(halves[h]) * scores[h][lang][mode][name] for h in scores) / len(questions), 3)
-                for name in ("R@1", "R@5", "MRR")}
+    for lang in dict.fromkeys(ask.lang for ask in asks):
+        mine = [ask for ask in asks if ask.lang == lang]
+        parts = {half: [ask for ask in mine if ask.half == half] for half in halves} or {"all": mine}
+        scores = {half: retrieval_metrics(bot, [(ask.text, {ask.article_id}) for ask in part])
+                  for half, part in parts.items() if part}
+        table[lang] = scores | {"all": {mode: {
+            name: round(sum(len(parts[h]) * scores[h][mode][name] for h in scores) / len(mine), 3)
+            for name in ("R@1", "R@5", "MRR")} for mode in (MODES if scores else ())}}
     return table
 
 
@@ -399,7 +448,7 @@ def main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     thresholds_path = Path(getattr(args, "thresholds", None) or THRESHOLDS)
     thresholds = read_thresholds(thresholds_path, args.suite)
-    run = run_xquad if args.suite == "xquad" else run_seeds
+    run = {"xquad": run_xquad, "arquad": run_arquad}.get(args.suite, run_seeds)
     if getattr(args, "mode", None) == "llm" or getattr(args, "llm", None):
         if args.suite != "seeds":
             raise ConfigError("--mode llm runs on the seeds suite only (each question is also asked extractively)")
@@ -413,7 +462,8 @@ def main(args) -> int:
     failures = check_thresholds(summary, thresholds)
     gate = getattr(bot.answerer, "abstain_threshold", None)
     report = {
-        "suite": args.suite, "corpus": str(bot.corpus), "model": bot.config.embed.model,
+        "suite": args.suite, "corpus": str(bot.corpus or f"{len(bot.articles)} articles held in memory"),
+        "model": bot.config.embed.model,
         "answer_mode": bot.config.answer.mode, "abstain_threshold": gate, "limit": args.limit,
         "thresholds_file": str(thresholds_path), "failures": failures, "metrics": summary,
         "results": [asdict(r) for r in results],

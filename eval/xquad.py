@@ -6,11 +6,11 @@ The split by article (``half``) lets the answer layer fit on one half and report
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval import half_of
 from rag.config import REPO_ROOT
 
 DEFAULT_DIR = REPO_ROOT.parent / "shared" / "benchmarks" / "xquad"
@@ -33,7 +33,7 @@ class XQuADQuestion:
     @property
     def half(self) -> str:
         """"fit" or "report", fixed per XQuAD article so no paragraph is in both halves."""
-        return "fit" if int(hashlib.sha1(self.article.encode()).hexdigest(), 16) % 2 == 0 else "report"
+        return half_of(self.article)
 
 
 def load(folder: Path | None = None) -> tuple[list[dict], list[XQuADQuestion]]:

@@ -18,7 +18,7 @@ from rag.config import SanadConfig
 from rag.types import Answer, Citation, Hit, Reading, Sentence, Span
 
 MAX_QUOTE_WORDS = 55  # longer sentences are trimmed to the clauses around the answer
-MAX_SOURCES = 3  # figures from at most this many articles
+MAX_FIGURE_ARTICLES = 3  # differing figures are shown side by side from at most this many articles
 _TEXTS = {
     "ar": {"abstain": "لا تتضمن المقالات إجابة عن هذا السؤال.",
            "related": "أقرب المقاطع إلى السؤال معروضة أدناه للاطلاع، لا كإجابة.",
@@ -42,6 +42,15 @@ class Claim:
     quote_start: int  # article offsets of the quote: the sentence(s) holding the span, maybe trimmed
     quote_end: int
     value: Number | None  # the figure the span gives, when it gives one
+    rank: int  # the chunk's rank in retrieval (0 first)
+    retrieval: float  # ... and the retriever's score of it (hybrid: fused reciprocal ranks)
+
+    def features(self) -> dict[str, float]:
+        """What the best claim is chosen by (`claim_weights` in reader.json, fitted by `eval.calibrate_reader`)."""
+        return {"logit": self.logit, "span": self.span.score, "rank": float(self.rank), "retrieval": self.retrieval}
+
+    def score(self, weights: dict[str, float]) -> float:
+        return sum(weights.get(name, 0.0) * value for name, value in self.features().items())
 
 
 class Answerer:
@@ -82,9 +91,8 @@ class Answerer:
         language = "ar" if is_arabic(question) else "en"
         readings = self.reader.read(self.retrieval_query(question, history), hits)
         gate = self.reader.gate(language)
-        weight = float(self.reader.settings.get("span_weight", 0.0))  # chosen on dev by `eval.calibrate_reader`
-        claims = sorted((claim for reading in readings if (claim := _claim(reading, gate.probability(reading.answer_logit)))),
-                        key=lambda c: -(c.logit + weight * c.span.score))
+        weights = self.reader.settings["claim_weights"]  # fitted on dev by `eval.calibrate_reader`
+        claims = sorted(claims_of(readings, gate), key=lambda c: -c.score(weights))
         confidence = max((c.probability for c in claims), default=0.0)
         if not claims or (confidence < gate.threshold and self.config.answer.abstain):
             return _abstention(language, claims[:2], index, confidence)
@@ -105,6 +113,11 @@ def is_follow_up(question: str) -> bool:
 
 # --- choosing what to state ------------------------------------------------------------------------
 
+def claims_of(readings: list[Reading], gate) -> list[Claim]:
+    """Each reading's best span as a claim, in the readings' order (a chunk with no span makes none)."""
+    return [claim for reading in readings if (claim := _claim(reading, gate.probability(reading.answer_logit)))]
+
+
 def _claim(reading: Reading, probability: float) -> Claim | None:
     """The reading's best span with its quote: the sentences of the chunk that hold it."""
     if not reading.spans:
@@ -115,7 +128,8 @@ def _claim(reading: Reading, probability: float) -> Claim | None:
         sentences = [Sentence(span.article_id, span.start, span.end, span.text)]
     start, end = _trimmed(sentences, span)
     numbers = read_numbers(span.text)
-    return Claim(span, reading.answer_logit, probability, start, end, numbers[0] if numbers else None)
+    return Claim(span, reading.answer_logit, probability, start, end, numbers[0] if numbers else None,
+                 reading.hit.rank, reading.hit.score)
 
 
 def _chosen(claims: list[Claim], threshold: float, settings: dict) -> list[Claim]:
@@ -134,7 +148,7 @@ def _chosen(claims: list[Claim], threshold: float, settings: dict) -> list[Claim
                 chosen.append(claim)
                 articles.add(claim.span.article_id)
                 values.add(claim.value.value)
-            if len(chosen) == MAX_SOURCES:
+            if len(chosen) == MAX_FIGURE_ARTICLES:
                 break
         if len(chosen) > 1:
             return chosen
@@ -170,11 +184,8 @@ def _trimmed(sentences: list[Sentence], span: Span) -> tuple[int, int]:
 # --- writing the answer ------------------------------------------------------------------------------
 
 def _citation(n: int, claim: Claim, index, related: bool = False) -> Citation:
-    article = index.article(claim.span.article_id)
-    return Citation(n=n, source=article.source, title=article.title,
-                    quote=article.text[claim.quote_start:claim.quote_end], start=claim.quote_start,
-                    end=claim.quote_end, score=round(claim.probability, 4), article_id=article.id,
-                    date=article.date, related=related)
+    return Citation.of(n, index.article(claim.span.article_id), claim.quote_start, claim.quote_end,
+                       claim.probability, related)
 
 
 def _short(claim: Claim, language: str) -> str:

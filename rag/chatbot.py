@@ -37,7 +37,7 @@ class ChatBot:
         and ``read``: chunk and embed, and read files, elsewhere (`rag.ray_index`)."""
         from rag.answer import Answerer
         from rag.embeddings import Embedder
-        from rag.reader import Reader
+        from rag.reader import Reader, reader_folder
 
         self.config = config or load_config()
         self._documents = {article.id: article for article in articles}  # given in memory, not read from disk
@@ -55,8 +55,10 @@ class ChatBot:
 
             llm = from_config(self.config)
             if llm is None:
-                raise ConfigError("answer.mode is 'llm' but no LLM server is set: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL")
-        self.answerer = Answerer(self.config, Reader(self.embedder, precision=self.config.answer.precision), llm=llm)
+                raise ConfigError("answer.mode is 'llm' but no LLM server is set: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL",
+                                  setting="llm.base_url", value=self.config.llm.base_url)
+        self.answerer = Answerer(self.config, Reader(self.embedder, reader_folder(self.config.answer.reader),
+                                                         precision=self.config.answer.precision), llm=llm)
 
     @classmethod
     def from_dir(cls, path: str | Path, **kwargs) -> "ChatBot":
@@ -94,9 +96,10 @@ class ChatBot:
         question = self.check_question(question)
         mode = mode or ("llm" if self.answerer.llm is not None else self.config.answer.mode)
         if mode not in ("extractive", "llm"):
-            raise ConfigError(f"answer mode must be 'extractive' or 'llm', got {mode!r}")
+            raise ConfigError(f"answer mode must be 'extractive' or 'llm', got {mode!r}", setting="mode", value=mode)
         if mode == "llm" and self.answerer.llm is None:
-            raise ConfigError("no LLM is configured: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL, or pass llm=")
+            raise ConfigError("no LLM is configured: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL, or pass llm=",
+                              setting="llm.base_url", value=self.config.llm.base_url)
         index = self.index  # one snapshot for the whole answer, even if an upload swaps it
         query = self.answerer.retrieval_query(question, history)
         query_vector = self.embedder.encode_queries([query])[0]
@@ -139,7 +142,7 @@ class ChatBot:
                 except CorpusError as exc:
                     if strict:
                         raise
-                    skipped.append((path.name, str(exc).removeprefix(f"{path.name}: ")))
+                    skipped.append((path.name, exc.reason))
                     continue
                 accepted.append(path)
             if not accepted:
@@ -216,23 +219,23 @@ class ChatBot:
         """Raise `CorpusError` naming ``path`` when it cannot be uploaded as it is."""
         limit = self.config.upload.max_file_bytes
         if path.name.startswith("."):
-            raise CorpusError(f"{path.name}: hidden files are not indexed; rename it without the leading dot")
+            raise CorpusError(file=path.name, reason="hidden files are not indexed; rename it without the leading dot")
         if path.suffix.lower() not in SUFFIXES:
-            raise CorpusError(f"{path.name}: unsupported file type; use {', '.join(SUFFIXES)}")
+            raise CorpusError(file=path.name, reason=f"unsupported file type; use {', '.join(SUFFIXES)}")
         try:
             size = path.stat().st_size
         except OSError as exc:
-            raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+            raise CorpusError(file=path.name, reason=f"cannot read it ({exc.strerror})") from exc
         if size > limit:
-            raise CorpusError(f"{path.name}: {size:,} bytes is over the upload limit of {limit:,} bytes "
-                              f"(upload.max_file_bytes)")
+            raise CorpusError(file=path.name, reason=f"{size:,} bytes is over the upload limit of {limit:,} bytes "
+                                                     "(upload.max_file_bytes)")
         existing = uploads / path.name
         if path.name in batch or existing.exists():
             same = existing.exists() and existing.read_bytes() == path.read_bytes()
-            raise CorpusError(f"{path.name}: already uploaded" + (" (the same file)" if same else
-                              "; another file has this name: remove the uploaded one first, or rename this one"))
+            raise CorpusError(file=path.name, reason="already uploaded" + (
+                " (the same file)" if same else "; another file has this name: remove the uploaded one first, or rename this one"))
         if not list(read_file(path, path.parent)):
-            raise CorpusError(f"{path.name}: the file has no text")
+            raise CorpusError(file=path.name, reason="the file has no text")
 
     def _upload_name(self, article_id: str) -> str:
         """The file in the uploads folder that holds ``article_id`` (``uploads/name`` or ``uploads/name#n``)."""

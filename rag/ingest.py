@@ -46,10 +46,11 @@ class Scan:
     unchanged: list[str]  # ids of the articles in files whose size and mtime are as recorded
     files: dict[str, list]  # the table to record now: path -> [size, mtime_ns, [article ids]]
     skipped: tuple[tuple[str, str], ...] = ()  # (path relative to the root, reason) of each file left out
+    empty: tuple[str, ...] = ()  # the files of ``skipped`` that were read and hold no text
 
 
 # Reads files elsewhere (e.g. on Ray): one entry per path, its articles or the reason it cannot be read.
-Reader = Callable[[list[Path], Path], list["list[Article] | str"]]
+FileReader = Callable[[list[Path], Path], list["list[Article] | str"]]
 
 
 def corpus_files(root: Path) -> list[Path]:
@@ -63,17 +64,17 @@ def corpus_files(root: Path) -> list[Path]:
 
 
 def read_files(paths: list[Path], root: Path) -> list[list[Article] | str]:
-    """Each file's articles, or the reason it cannot be read (a `CorpusError`'s message without the name)."""
+    """Each file's articles, or the reason it cannot be read (its `CorpusError`'s ``reason``)."""
     found: list[list[Article] | str] = []
     for path in paths:
         try:
             found.append(list(read_file(path, root)))
         except CorpusError as exc:
-            found.append(str(exc).removeprefix(f"{path.name}: "))
+            found.append(exc.reason)
     return found
 
 
-def scan_corpus(root: str | Path, known: dict | None = None, prefix: str = "", read: Reader | None = None,
+def scan_corpus(root: str | Path, known: dict | None = None, prefix: str = "", read: FileReader | None = None,
                 strict: bool = False) -> Scan:
     """The articles of the files under ``root`` that are new or changed since ``known`` (a `Scan.files`
     table from the last update; the other files' article ids come from the table), and the files left out.
@@ -88,17 +89,17 @@ def scan_corpus(root: str | Path, known: dict | None = None, prefix: str = "", r
     if not scan.articles and not scan.unchanged:
         if not any(path.suffix.lower() in SUFFIXES for path in files):
             raise CorpusError(f"no articles in {root}: expected files ending in {', '.join(SUFFIXES)}")
-        if all(reason == "no text" for _, reason in scan.skipped):
+        if len(scan.empty) == len(scan.skipped):  # every file left out was read and holds no text
             raise CorpusError(f"every file in {root} is empty")
         listed = "; ".join(f"{file}: {reason}" for file, reason in scan.skipped[:5])
         raise CorpusError(f"no readable articles in {root} ({listed}{'; …' if len(scan.skipped) > 5 else ''})")
     return scan
 
 
-def scan_files(files: list[Path], base: Path, known: dict, prefix: str = "", read: Reader | None = None,
+def scan_files(files: list[Path], base: Path, known: dict, prefix: str = "", read: FileReader | None = None,
                strict: bool = False) -> Scan:
     """`scan_corpus` for given files under ``base`` (an upload names its files: no folder to list)."""
-    table, unchanged, to_read, skipped = {}, [], [], []
+    table, unchanged, to_read, skipped, empty = {}, [], [], [], []
     for path in files:
         key = prefix + path.relative_to(base).as_posix()
         if path.suffix.lower() not in SUFFIXES:
@@ -107,7 +108,7 @@ def scan_files(files: list[Path], base: Path, known: dict, prefix: str = "", rea
         try:
             stat = path.stat()
         except OSError as exc:
-            raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+            raise CorpusError(file=path.name, reason=f"cannot read it ({exc.strerror})") from exc
         entry = known.get(key)
         if isinstance(entry, list) and len(entry) == 3 and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
             table[key] = entry
@@ -118,17 +119,18 @@ def scan_files(files: list[Path], base: Path, known: dict, prefix: str = "", rea
     for (path, key, stat), found in zip(to_read, (read or read_files)([path for path, _, _ in to_read], base)):
         if isinstance(found, str):
             if strict:
-                raise CorpusError(f"{path.name}: {found}")
+                raise CorpusError(file=path.name, reason=found)
             skipped.append((key, found))
             continue
         if not found:
             skipped.append((key, "no text"))
+            empty.append(key)
             continue
         if prefix:
             found = [Article(**{**article.__dict__, "id": prefix + article.id}) for article in found]
         table[key] = [*stat, [article.id for article in found]]
         articles += found
-    return Scan(articles, unchanged, dict(sorted(table.items())), tuple(sorted(skipped)))
+    return Scan(articles, unchanged, dict(sorted(table.items())), tuple(sorted(skipped)), tuple(sorted(empty)))
 
 
 def read_file(path: Path, root: Path) -> Iterator[Article]:
@@ -136,7 +138,8 @@ def read_file(path: Path, root: Path) -> Iterator[Article]:
     relative = path.relative_to(root).as_posix()
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise CorpusError(f"{path.name}: unsupported file type {suffix or '(none)'}; use {', '.join(SUFFIXES)}")
+        raise CorpusError(file=path.name,
+                          reason=f"unsupported file type {suffix or '(none)'}; use {', '.join(SUFFIXES)}")
     if suffix in DOCUMENT_SUFFIXES:
         yield from _document(path, relative)
         return
@@ -164,17 +167,17 @@ def decode(path: Path) -> tuple[str, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+        raise CorpusError(file=path.name, reason=f"cannot read it ({exc.strerror})") from exc
     for bom, encoding in BOMS:
         if data.startswith(bom):
             try:
                 return data[len(bom):].decode(encoding.removesuffix("-sig")), encoding
             except UnicodeDecodeError as exc:
                 name = encoding.removesuffix("-sig").upper()
-                raise CorpusError(f"{path.name}: starts with a {name} byte order mark but is not valid {name} "
-                                  f"(byte {exc.start + len(bom)})") from exc
+                raise CorpusError(file=path.name, reason=f"starts with a {name} byte order mark but is not valid "
+                                                         f"{name} (byte {exc.start + len(bom)})") from exc
     if b"\x00" in data[:8192]:
-        raise CorpusError(f"{path.name}: looks like a binary file, not text")
+        raise CorpusError(file=path.name, reason="looks like a binary file, not text")
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as exc:
@@ -183,8 +186,8 @@ def decode(path: Path) -> tuple[str, str]:
 
     match = from_bytes(data, cp_isolation=LEGACY_ENCODINGS).best()
     if match is None:
-        raise CorpusError(f"{path.name}: not text in UTF-8 (bad byte {utf8_error}), UTF-16, Windows-1256 or "
-                          f"ISO-8859-6; save it as UTF-8 and try again")
+        raise CorpusError(file=path.name, reason=f"not text in UTF-8 (bad byte {utf8_error}), UTF-16, Windows-1256 "
+                                                 "or ISO-8859-6; save it as UTF-8 and try again")
     return data.decode(match.encoding), match.encoding
 
 
@@ -202,9 +205,10 @@ def _check_size(path: Path) -> None:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise CorpusError(f"{path.name}: cannot read it ({exc.strerror})") from exc
+        raise CorpusError(file=path.name, reason=f"cannot read it ({exc.strerror})") from exc
     if size > MAX_FILE_BYTES:
-        raise CorpusError(f"{path.name}: {size:,} bytes is larger than the {MAX_FILE_BYTES:,} allowed for one file")
+        raise CorpusError(file=path.name,
+                          reason=f"{size:,} bytes is larger than the {MAX_FILE_BYTES:,} allowed for one file")
 
 
 def _first_line(text: str, markdown: bool = False) -> str:
@@ -223,10 +227,10 @@ def _records(path: Path, relative: str, text: str, encoding: str) -> Iterator[Ar
             data = json.loads(text)
             records = data if isinstance(data, list) else [data]
     except json.JSONDecodeError as exc:
-        raise CorpusError(f"{path.name}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+        raise CorpusError(file=path.name, reason=f"invalid JSON at line {exc.lineno}: {exc.msg}") from exc
     for number, record in enumerate(records, start=1):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise CorpusError(f"{path.name}: record {number} needs a \"text\" string")
+            raise CorpusError(file=path.name, reason=f"record {number} needs a \"text\" string")
         if not record["text"].strip():
             continue
         yield Article(

@@ -64,7 +64,7 @@ class SanadReader(BaseReader):
 
     def load_data(self, file: str | Path, extra_info: dict | None = None, fs=None) -> list[Document]:
         if fs is not None:
-            raise CorpusError(f"{Path(file).name}: SanadReader reads local files only")
+            raise CorpusError(file=Path(file).name, reason="SanadReader reads local files only")
         path = Path(file)
         documents = []
         for article in read_file(path, path.parent):
@@ -123,9 +123,10 @@ class SanadRetriever(BaseRetriever):
     def __init__(self, bot: "ChatBot", top_k: int | None = None, mode: str | None = None,
                  callback_manager: CallbackManager | None = None, verbose: bool = False):
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
+            raise ConfigError(f"top_k must be a positive integer, got {top_k!r}", setting="top_k", value=top_k)
         if mode is not None and mode not in RETRIEVAL_MODES:
-            raise ConfigError(f"retrieval mode must be one of {', '.join(RETRIEVAL_MODES)}; got {mode!r}")
+            raise ConfigError(f"retrieval mode must be one of {', '.join(RETRIEVAL_MODES)}; got {mode!r}",
+                              setting="mode", value=mode)
         self.bot, self.top_k, self.mode = bot, top_k, mode
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
@@ -151,7 +152,8 @@ class SanadQueryEngine(BaseQueryEngine):
     def __init__(self, bot: "ChatBot", top_k: int | None = None, mode: str | None = None,
                  callback_manager: CallbackManager | None = None):
         if mode is not None and mode not in ANSWER_MODES:
-            raise ConfigError(f"answer mode must be one of {', '.join(ANSWER_MODES)}; got {mode!r}")
+            raise ConfigError(f"answer mode must be one of {', '.join(ANSWER_MODES)}; got {mode!r}",
+                              setting="mode", value=mode)
         self.bot, self.mode = bot, mode
         callback_manager = callback_manager or CallbackManager([])
         self._retriever = SanadRetriever(bot, top_k=top_k, callback_manager=callback_manager)

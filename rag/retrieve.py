@@ -42,7 +42,7 @@ class Retriever:
         """The ``top_k`` best chunks for the question, as new `Hit` objects."""
         mode = mode or ("hybrid" if self.config.hybrid else "dense")
         if mode not in MODES:
-            raise ConfigError(f"retrieval mode must be one of {', '.join(MODES)}; got {mode!r}")
+            raise ConfigError(f"retrieval mode must be one of {', '.join(MODES)}; got {mode!r}", setting="mode", value=mode)
         top_k = top_k or self.config.top_k
         candidates = max(self.config.candidates, top_k)
         if mode == "bm25":

@@ -98,6 +98,13 @@ class Citation:
     date: str | None = None
     related: bool = False  # True: offered as a nearby passage, not as support
 
+    @classmethod
+    def of(cls, n: int, article: Article, start: int, end: int, score: float, related: bool = False) -> Citation:
+        """Marker ``n`` for ``article.text[start:end]``: the quote is sliced from the article, so it always
+        matches the offsets; the score is rounded to 4 places."""
+        return cls(n=n, source=article.source, title=article.title, quote=article.text[start:end], start=start,
+                   end=end, score=round(score, 4), article_id=article.id, date=article.date, related=related)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

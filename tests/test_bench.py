@@ -46,12 +46,14 @@ def _figures(node):
             yield from _figures(value)
 
 
+@pytest.mark.slow
 def test_every_section_ran(report):
     assert report["errors"] == {}
     assert all(report["sections"][name] for name in SECTIONS)
     assert report["smoke"] is True and report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
 
 
+@pytest.mark.slow
 def test_figures_are_medians_with_their_spread(report):
     figures = list(_figures(report["sections"]))
     assert len(figures) > 20
@@ -59,6 +61,7 @@ def test_figures_are_medians_with_their_spread(report):
         assert figure["runs"] >= 1 and figure["min"] <= figure["median"] <= figure["max"]
 
 
+@pytest.mark.slow
 def test_query_section_has_latency_floor_and_profile(report):
     query = report["sections"]["query"]
     assert {"ask_p50", "ask_p95", "floor_p50", "floor_p95", "retrieve_p50", "reader_p50", "reader_p95",
@@ -67,6 +70,7 @@ def test_query_section_has_latency_floor_and_profile(report):
     assert query["chunks"] > 0 and query["profile"] and query["peak_rss_mib"] > 0
 
 
+@pytest.mark.slow
 def test_precision_section_times_each_precision_and_counts_changed_answers(report):
     section = report["sections"]["precision"]
     assert list(section) == ["float32", "bfloat16", "int8"] and sum(p["default"] for p in section.values()) == 1
@@ -78,6 +82,7 @@ def test_precision_section_times_each_precision_and_counts_changed_answers(repor
     assert any(name.startswith("warm ask p50 <= 4x embedding") for name in report["goals"])
 
 
+@pytest.mark.slow
 def test_ingestion_compares_with_llama_index_on_the_same_chunks(report):
     for corpus in ("xquad-ar", "synthetic"):
         result = report["sections"]["ingestion"][corpus]
@@ -89,6 +94,7 @@ def test_ingestion_compares_with_llama_index_on_the_same_chunks(report):
                                           for base in ("llama_index", "llama_index_same_threads")}
 
 
+@pytest.mark.slow
 def test_cold_start_scale_and_memory(report):
     cold = report["sections"]["cold_start"]
     assert set(cold["seconds"]) == {"sanad_ask", "import_sentence_transformers"} and cold["phases"]
@@ -101,6 +107,7 @@ def test_cold_start_scale_and_memory(report):
     assert set(report["goals"]) and all(isinstance(met, bool) for met in report["goals"].values())
 
 
+@pytest.mark.slow
 def test_update_section_uploads_and_removes_at_every_corpus_size(report):
     section = report["sections"]["update"]
     assert list(section["models"]) == list(bench_common.SMOKE.update_models)
@@ -114,6 +121,7 @@ def test_update_section_uploads_and_removes_at_every_corpus_size(report):
     assert any(goal.startswith("tiny model: uploading") for goal in report["goals"])
 
 
+@pytest.mark.slow
 def test_scale_update_section_adds_articles_to_every_scale_index(report):
     corpora = report["sections"]["scale_update"]["corpora"]
     assert list(corpora) == [str(n) for n in bench_common.SMOKE.scale_chunks]
@@ -123,6 +131,7 @@ def test_scale_update_section_adds_articles_to_every_scale_index(report):
         assert result["open_rss_mib"]["median"] >= result["model_rss_mib"]["median"] > 0
 
 
+@pytest.mark.slow
 def test_markdown_and_plot_are_written(smoke, report):
     _, out, _ = smoke
     markdown = (out / "bench.md").read_text(encoding="utf-8")

@@ -23,7 +23,7 @@ def test_defaults_are_valid():
     assert (config.chunk.encoding, config.chunk.chunk_tokens, config.chunk.overlap_tokens) == ("o200k_base", 160, 40)
     assert config.store.index == "flat"
     assert config.retrieve.hybrid is True and config.retrieve.top_k <= config.retrieve.candidates
-    assert config.answer.mode == "extractive"
+    assert config.answer.mode == "extractive" and config.answer.reader == "default"
 
 
 def test_config_is_frozen():
@@ -49,6 +49,7 @@ def test_os_environ_is_read_unless_env_is_given(monkeypatch):
     ("SANAD_LLM_TIMEOUT_S", "2.5", "llm", "timeout_s", 2.5),
     ("SANAD_LLM_BASE_URL", "http://localhost:11434/v1", "llm", "base_url", "http://localhost:11434/v1"),
     ("SANAD_EMBED_QUERY_PROMPT", "query: ", "embed", "query_prompt", "query: "),
+    ("SANAD_ANSWER_READER", "fast", "answer", "reader", "fast"),
 ])
 def test_environment_overrides(variable, value, section, field, expected):
     config = load_config(env={variable: value})
@@ -70,6 +71,7 @@ def test_cache_dir_from_the_environment(tmp_path):
     ("SANAD_STORE_INDEX", "annoy", "store.index must be one of flat, hnsw, ivf; got 'annoy'"),
     ("SANAD_STORE_INDEX", "HNSW", "store.index must be one of"),
     ("SANAD_ANSWER_MODE", "generative", "answer.mode must be one of extractive, llm"),
+    ("SANAD_ANSWER_READER", "tiny", "answer.reader must be one of default, fast; got 'tiny'"),
     ("SANAD_RETRIEVE_HYBRID", "maybe", "SANAD_RETRIEVE_HYBRID='maybe' is not a valid bool"),
     ("SANAD_RETRIEVE_TOP_K", "0", "top_k must be >= 1"),
     ("SANAD_RETRIEVE_TOP_K", "50", "top_k must be >= 1 and <= candidates, got 50/30"),
@@ -79,6 +81,19 @@ def test_bad_environment_values_are_config_errors(variable, value, message):
     with pytest.raises(ConfigError, match=message) as error:
         load_config(env={variable: value})
     assert isinstance(error.value, SanadError)
+
+
+@pytest.mark.parametrize("variable, value, setting, given", [
+    ("SANAD_CHUNK_TOKENS", "abc", "SANAD_CHUNK_TOKENS", "abc"),  # not even an int: the variable and its text
+    ("SANAD_CHUNK_TOKENS", "5", "chunk.chunk_tokens", 5),
+    ("SANAD_STORE_INDEX", "annoy", "store.index", "annoy"),
+    ("SANAD_RETRIEVE_TOP_K", "50", "retrieve.top_k", 50),
+    ("SANAD_ANSWER_READER", "Fast", "answer.reader", "Fast"),
+])
+def test_a_config_error_names_the_setting_and_the_value_given(variable, value, setting, given):
+    with pytest.raises(ConfigError) as error:
+        load_config(env={variable: value})
+    assert (error.value.setting, error.value.value) == (setting, given)
 
 
 def test_toml_file(tmp_path):

@@ -1,5 +1,6 @@
 """The evaluation suite: each metric on a case it must pass and one it must fail, then one real
-``sanad eval`` run (real model, real index of seeds/) on a six-question file.
+``sanad eval`` run (real model, real index of seeds/) on a six-question file, the absent half on
+XQuAD's first article, and a six-question ArQuAD dev run.
 """
 from __future__ import annotations
 
@@ -283,19 +284,72 @@ def test_an_impossible_threshold_fails_the_run(eval_run, capsys, tmp_path):
     assert "FAIL answer_accuracy" in capsys.readouterr().out
 
 
-def test_the_absent_half_indexes_every_other_paragraph_and_scores_both_sides(tmp_path):
+def test_the_absent_half_scores_present_and_left_out_paragraphs(tmp_path):
     """Questions whose paragraph was left out should be abstained on more often than those whose
     paragraph is there are (the real reader and gate, on XQuAD's first article)."""
     from eval import xquad
-    from eval.run import absent_half
+    from eval.run import absent_half, xquad_asks
+    from rag.chatbot import ChatBot
 
     records, questions = xquad.load()
-    records = records[:6]
     questions = [q for q in questions if q.paragraph <= 6][:24]
-    table = absent_half(records, questions, tmp_path)
-    lines = (tmp_path / "xquad_half_corpus" / "xquad.jsonl").read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["text"] for line in lines] == [records[0]["text"], records[2]["text"], records[4]["text"]]
+    asks = xquad_asks(questions)
+    bot = ChatBot(corpus=xquad.write_corpus(records[:6:2], tmp_path / "corpus"), index_dir=tmp_path / "index")
+    assert [a.text for a in bot.articles] == [records[0]["text"], records[2]["text"], records[4]["text"]]
+    table = absent_half(bot, asks, ("fit", "report"), "xquad")
     for lang in ("ar", "en"):
         rates = table[lang]["all"]
         assert all(0.0 <= value <= 1.0 for value in rates.values())
         assert rates["present_answered"] > 1 - rates["absent_abstained"]
+
+
+# --- ArQuAD dev -------------------------------------------------------------------------------------
+
+def test_arquad_paragraphs_are_articles_whose_ids_the_questions_name():
+    from eval import arquad
+
+    records, questions = arquad.load()
+    articles = {article.id: article for article in arquad.articles(records)}
+    assert len(articles) == len(records) == 393 and len(questions) == 1565
+    for q in questions:
+        assert articles[q.article_id].text[q.answer_start:q.answer_end] == q.answer
+
+
+def test_arquad_limit_samples_both_sides_of_the_absent_half():
+    from eval import arquad
+
+    _, questions = arquad.load()
+    sample = balanced_sample(questions, 9, kind=lambda q: q.paragraph % 2)
+    assert len(sample) == 9 and sum(q.paragraph % 2 for q in sample) == 4
+    assert [q.id for q in sample] == [q.id for q in questions if q in sample]  # file order
+
+
+@pytest.mark.slow  # embeds all 393 ArQuAD paragraphs (~40 s on 2 cores)
+def test_arquad_real_run_reports_answers_retrieval_and_the_absent_half(tmp_path):
+    """``sanad eval --suite arquad --limit 6``: the real model over all 393 paragraphs, held in memory."""
+    from rag.cli import main
+
+    thresholds = tmp_path / "thresholds.toml"
+    thresholds.write_text("[arquad]\nexact_quote_rate = 1.0\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["eval", "--suite", "arquad", "--limit", "6", "--out", str(out), "--thresholds", str(thresholds)]) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    metrics = report["metrics"]
+    assert metrics["questions"] == 6 and report["corpus"] == "393 articles held in memory"
+    assert set(metrics["ar"]) == {"all"} and set(metrics["retrieval"]["ar"]) == {"all"}
+    for name in ("answer_accuracy", "short_answer_f1", "gold_paragraph_f1", "false_abstention_rate"):
+        assert 0.0 <= metrics["ar"]["all"][name] <= 1.0
+    assert 0.0 <= metrics["retrieval"]["ar"]["all"]["hybrid"]["R@1"] <= metrics["retrieval"]["ar"]["all"]["hybrid"]["R@5"] <= 1.0
+    assert all(value is not None for value in metrics["absent_half"]["ar"]["all"].values())  # both sides asked
+    assert "## Absent half" in (out / "report.md").read_text(encoding="utf-8")
+    assert {p.name for p in out.iterdir()} >= {"index-arquad", "index-arquad-half"}
+    assert not list(out.glob("*corpus*"))  # no copy of the paragraphs outside the index
+
+
+def test_a_missing_arquad_folder_is_one_line_naming_it(tmp_path, capsys):
+    from rag.cli import main
+
+    missing = tmp_path / "no-arquad"
+    assert main(["eval", "--suite", "arquad", "--arquad", str(missing), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err and "--arquad DIR" in err and "Traceback" not in err

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from eval.faults import KINDS, leftovers, run_trials
 from rag.store import update_index
 
 
+@pytest.mark.slow
 def test_sanad_index_killed_at_any_point_leaves_the_old_or_the_new_version(embedder, config, tmp_path):
     trials = run_trials(len(KINDS), 60, tmp_path, embedder, config, log=lambda line: None)
     assert [t.kind for t in trials] == list(KINDS)

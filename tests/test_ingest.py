@@ -4,6 +4,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,15 @@ def test_binary_file_names_the_file(tmp_path):
     with pytest.raises(CorpusError, match=r"photo\.txt: looks like a binary file") as error:
         read_corpus(tmp_path)
     assert isinstance(error.value, SanadError)
+    assert (error.value.file, error.value.reason) == ("photo.txt", "looks like a binary file, not text")
+
+
+def test_a_corpus_error_keeps_its_file_and_reason_when_pickled():
+    """Ray sends a worker's errors back pickled; the fields come with the message."""
+    error = pickle.loads(pickle.dumps(CorpusError(file="a.txt", reason="no text")))
+    assert (str(error), error.file, error.reason) == ("a.txt: no text", "a.txt", "no text")
+    folder = pickle.loads(pickle.dumps(CorpusError("corpus folder not found: x")))
+    assert (str(folder), folder.file, folder.reason) == ("corpus folder not found: x", None, "corpus folder not found: x")
 
 
 def test_a_file_in_no_known_encoding_names_the_file(tmp_path):

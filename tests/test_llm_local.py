@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+pytestmark = pytest.mark.service  # a real local LLM server
 pytest.importorskip("llama_cpp", reason="the llm-local extra is not installed (make test-llm installs it)")
 
 import rag  # noqa: E402

@@ -16,6 +16,7 @@ def load_run(config, embedder) -> dict:  # the embedder fixture makes sure the m
     return run(users=(20,), per_user=5, config=config)
 
 
+@pytest.mark.slow
 def test_twenty_users_at_once_get_exact_citations_and_no_errors(load_run):
     twenty = load_run["runs"]["20"]
     assert load_run["problems"] == [] and twenty["problems"] == []

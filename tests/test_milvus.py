@@ -9,13 +9,12 @@ import json
 
 import pytest
 
+from eval import SEEDS_GOLD
 from rag.chatbot import ChatBot
-from rag.config import REPO_ROOT, load_config
+from rag.config import load_config
 from rag.errors import ConfigError
 from rag.milvus import client
 from rag.store import manifest_for, open_index, update_index
-
-GOLD = REPO_ROOT / "eval" / "datasets" / "seeds_qa.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +29,18 @@ def milvus_bot(milvus_config, seeds_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gold_questions() -> list[str]:
-    lines = GOLD.read_text(encoding="utf-8").splitlines()
+    lines = SEEDS_GOLD.read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["question"] for line in lines if line.strip()][:40]
 
 
+@pytest.mark.service
 def test_the_collection_lives_in_a_lite_file_in_the_index_folder(milvus_bot):
     assert (milvus_bot.index_dir / "milvus.db").exists()
     assert milvus_bot.index.manifest["milvus_collection"].startswith("sanad_")
     assert not any((segment.path / "faiss.index").exists() for segment in milvus_bot.index.segments)
 
 
+@pytest.mark.service
 def test_milvus_retrieves_what_faiss_retrieves(milvus_bot, seeds_bot, gold_questions):
     vectors = seeds_bot.embedder.encode_queries(gold_questions)
     for question, vector in zip(gold_questions, vectors):
@@ -49,6 +50,7 @@ def test_milvus_retrieves_what_faiss_retrieves(milvus_bot, seeds_bot, gold_quest
             assert served == local, (mode, question)
 
 
+@pytest.mark.service
 def test_updates_reach_milvus_and_a_reopened_index_searches_it(milvus_bot, milvus_config, seeds_articles, embedder,
                                                                tmp_path):
     index_dir = tmp_path / "index"

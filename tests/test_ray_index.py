@@ -9,10 +9,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from rag.chatbot import default_index_dir
 from rag.config import REPO_ROOT
 from rag.store import manifest_for, open_index
+
+pytestmark = pytest.mark.service
 
 
 def test_ray_index_equals_the_single_process_index(seeds_corpus_copy, seeds_index, config, embedder, tmp_path):

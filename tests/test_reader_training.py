@@ -1,5 +1,6 @@
-"""The reader's second training phase: retrieval groups (`eval.reader_groups`) and the loss that
-normalizes span scores across a group's chunks (`eval.train_reader.shared_span_loss`)."""
+"""The reader's retrieval groups (`eval.reader_groups`: distractors from the hybrid retriever, with the
+real embedder) and the loss that normalizes span scores across a group's chunks
+(`eval.train_reader.shared_span_loss`)."""
 from __future__ import annotations
 
 import random
@@ -36,9 +37,9 @@ def _examples() -> list[QAExample]:
     return examples
 
 
-def test_a_group_holds_the_answering_chunk_and_distractors_from_the_same_corpus():
+def test_a_group_holds_the_answering_chunk_and_distractors_from_the_same_corpus(embedder):
     examples = _examples()
-    groups = build_groups(examples, random.Random(1), distractors=3, absent_share=0.0)
+    groups = build_groups(examples, random.Random(1), embedder, distractors=3, absent_share=0.0)
     assert {g.id for g in groups} == {e.id for e in examples if "+" not in e.source}  # made negatives are left out
     corpus = " ".join(e.context for e in examples)
     for group, example in zip(sorted(groups, key=lambda g: g.id), sorted(examples[:-1], key=lambda e: e.id)):
@@ -54,9 +55,9 @@ def test_a_group_holds_the_answering_chunk_and_distractors_from_the_same_corpus(
             assert not group.answerable
 
 
-def test_absent_groups_have_every_chunk_holding_the_answer_taken_out():
+def test_absent_groups_have_every_chunk_holding_the_answer_taken_out(embedder):
     examples = _examples()
-    groups = build_groups(examples, random.Random(1), distractors=3, absent_share=1.0)
+    groups = build_groups(examples, random.Random(1), embedder, distractors=3, absent_share=1.0)
     answers = {e.id: normalize(e.context[e.answers[0][0]:e.answers[0][1]]) for e in examples if e.answerable}
     absent = [g for g in groups if g.source.endswith("+absent")]
     assert {g.id for g in absent} == set(answers)

@@ -35,12 +35,14 @@ def test_the_sample_is_fixed_and_takes_an_even_share_of_each_file():
     assert max(sum(q.file == f for q in chosen) for f in files) - min(sum(q.file == f for q in chosen) for f in files) <= 1
 
 
+@pytest.mark.slow
 def test_soak_sample_asks_every_question_without_an_exception_and_every_citation_is_exact(soak_sample):
     assert soak_sample["questions"] == SAMPLE
     assert soak_sample["failures"] == []
     assert soak_sample["answered"] == SAMPLE and soak_sample["citations"] > 0
 
 
+@pytest.mark.slow
 def test_a_killed_soak_resumes_and_asks_only_what_is_left(soak_sample, soak_out, config):
     """A kill mid-write leaves a cut line: that question and the ones after it are asked again,
     the rest come from the journal, and the figures are those of the whole run."""

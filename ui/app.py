@@ -47,7 +47,6 @@ document.addEventListener("focusin", (event) => {
   if (event.target.matches && event.target.matches("#sanad-question textarea")) event.target.setAttribute("dir", "auto");
 });
 </script>"""
-FONTS = ["Noto Naskh Arabic", "Noto Sans Arabic", "Amiri", "Segoe UI", "Tahoma", "sans-serif"]
 UI_FONTS = ["Noto Sans Arabic", "Noto Naskh Arabic", "Segoe UI", "Tahoma", "sans-serif"]
 MONO_FONTS = ["DejaVu Sans Mono", "Consolas", "ui-monospace", "monospace"]
 

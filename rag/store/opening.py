@@ -11,7 +11,7 @@ import numpy as np
 
 from rag.config import SanadConfig, StoreConfig
 from rag.errors import IndexMismatchError, StoreError
-from rag.reader import reader_fingerprint
+from rag.reader import reader_fingerprint, reader_folder
 from rag.store.index import Index, LiveSegment
 from rag.store.segment import Segment, tune
 from rag.store.versions import TABLES, clean, read_manifest
@@ -28,7 +28,7 @@ def manifest_for(config: SanadConfig, model_id: str, fingerprint: str, dim: int)
         "dim": dim,
         "chunking": dataclasses.asdict(config.chunk),
         "store": dataclasses.asdict(config.store),
-        "answer_model": reader_fingerprint(),  # the reader decides how long a chunk it can read
+        "answer_model": reader_fingerprint(reader_folder(config.answer.reader)),  # the reader decides how long a chunk it can read
     }
 
 

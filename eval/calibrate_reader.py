@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from eval import metrics as m
-from eval.reader_data import DEV_SHARE, QA_TRAIN, SEEDS_GOLD, read_squad, seeds_half, split_of
+from eval.reader_data import DEV_SHARE, GATED, QA_TRAIN, SEEDS_GOLD, read_squad, seeds_half, split_of
 from rag.reader import CONFIG_FILE, READER_DIR, Gate, Reader
 from rag.types import Hit
 
@@ -158,7 +158,7 @@ def gold_recall(bots, asked: list[Asked], depths=(1, 5, 20)) -> dict:
             for key, ranks in sorted(found.items())}
 
 
-def fit_claim_weights(rows, bots, memo, steps: int = 3000, rate: float = 0.05, l2: float = 1e-3) -> dict[str, float]:
+def fit_claim_weights(rows, bots, memo, steps: int = 3000, rate: float = 0.5, l2: float = 1e-3) -> dict[str, float]:
     """Weights of `rag.answer.Claim.features` from a softmax regression over each answerable question's
     claims (one per retrieved chunk), towards the claims whose span has the question's best token F1."""
     from rag.answer import claims_of
@@ -183,7 +183,7 @@ def fit_claim_weights(rows, bots, memo, steps: int = 3000, rate: float = 0.05, l
             p = np.exp(z - z.max())
             p /= p.sum()
             gradient += (x / scale).T @ (p - best / best.sum()) / len(questions)
-        weights -= rate * 10 * gradient
+        weights -= rate * gradient
     return {name: round(float(w / s), 5) for name, w, s in zip(names, weights, scale)}
 
 
@@ -251,7 +251,7 @@ def main(argv=None) -> None:
     settings = dict(memo.settings)
     report = {"questions": len(rows), "gate": {}}
     gates = {}
-    for language in ("ar", "en"):
+    for language in GATED:
         part = [r for r in rows if r["asked"].language == language]
         logits = np.array([r["logit"] for r in part])
         labels = np.array([float(r["answerable"]) for r in part])

@@ -82,9 +82,7 @@ class _Corpus:
         lexical = [(int(i), float(scores[i])) for i in np.argsort(-scores, kind="stable")[:candidates] if scores[i] > 0]
         similarity = self.vectors @ query_vector
         dense = [(int(i), float(similarity[i])) for i in np.argsort(-similarity, kind="stable")[:candidates]]
-        coverage = (sum(df > 0 for df in self.scorer.document_frequencies(question_terms)) / len(question_terms)
-                    if question_terms else 0.0)
-        fused = reciprocal_rank_fusion([dense, lexical], retrieve.rrf_k, weights=[1.0, coverage])
+        fused = reciprocal_rank_fusion([dense, lexical], retrieve.rrf_k, weights=[1.0, self.scorer.coverage(question_terms)])
         return [row for row, _ in fused[:count]]
 
 

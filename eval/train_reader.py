@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.reader_data import DataSettings, QAExample, arquad_examples, build, describe
+from eval.reader_data import GATED, DataSettings, QAExample, arquad_examples, build, describe
 from eval.reader_groups import Group, build_groups
 from rag.reader import Encoded, encode, pad, precision, top_spans
 
@@ -367,7 +367,7 @@ def train(args) -> None:
     say(f"dev examples {len(data['dev'])} and ArQuAD dev {len(arquad)}: {describe(data['dev'])}")
 
     embedder = Embedder(config.embed, config.cache_dir)
-    dev_groups = build_groups([e for e in data["dev"] if e.language in ("ar", "en")], random.Random(args.seed + 1),
+    dev_groups = build_groups([e for e in data["dev"] if e.language in GATED], random.Random(args.seed + 1),
                               embedder, args.distractors, cache=out / "vectors")
     dev_groups = random.Random(args.seed).sample(dev_groups, min(len(dev_groups), args.dev_groups))
     dev_groups += random.Random(args.seed).sample(
@@ -379,7 +379,7 @@ def train(args) -> None:
         (out / f"dev-{name}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
         say(f"{args.score} scored; dev: {json.dumps(report)}")
         return
-    gated = [e for e in data["train"] if "+" not in e.source and e.language in ("ar", "en")]
+    gated = [e for e in data["train"] if "+" not in e.source and e.language in GATED]
     chosen = random.Random(args.seed).sample(gated, round(len(gated) * args.group_share))
     units = group_windows(tokenizer, build_groups(chosen, random.Random(args.seed), embedder, args.distractors,
                                                   cache=out / "vectors"))

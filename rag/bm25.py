@@ -152,6 +152,12 @@ class Scorer:
     def document_frequencies(self, terms: list[str]) -> list[int]:
         return [sum(len(rows) for _, rows, _ in postings) for postings in self._postings(term_keys(terms))]
 
+    def coverage(self, terms: list[str]) -> float:
+        """Share of the terms that occur in at least one live chunk (0 for no terms): how much BM25 can say."""
+        if not terms:
+            return 0.0
+        return sum(df > 0 for df in self.document_frequencies(terms)) / len(terms)
+
     def scores(self, terms: list[str], size: int) -> np.ndarray:
         """(size,) float32 BM25 score of every global row for the query terms."""
         scores = np.zeros(size, np.float32)

@@ -223,9 +223,7 @@ class Index:
 
     def lexical_coverage(self, query_terms: list[str]) -> float:
         """Share of the query's terms that occur in at least one live chunk."""
-        if not query_terms:
-            return 0.0
-        return sum(df > 0 for df in self._scorer.document_frequencies(query_terms)) / len(query_terms)
+        return self._scorer.coverage(query_terms)
 
     def _to_global(self, number: int, local_rows: np.ndarray) -> np.ndarray:
         """Global rows of a segment's local chunk rows (-1 for a dead chunk)."""

@@ -77,7 +77,7 @@ def recall(bot, questions: list[str]) -> dict:
     result = {}
     for k in (10, 30):
         exact = bot.index.exact_search(vectors, k)
-        found = [len(set(bot.index.search(v, k)[1].tolist()) & set(row.tolist())) / k for v, row in zip(vectors, exact)]
+        found = [len(set(bot.index.search(v, k).rows.tolist()) & set(row.tolist())) / k for v, row in zip(vectors, exact)]
         result[f"recall@{k}"] = float(np.mean(found))
     return result
 

@@ -51,7 +51,29 @@ def worker_precision(args: dict) -> dict:
               "answers": [bot.ask(question).text for question in questions]}
     if default:
         result["passes_s"] = reader_passes(reader, windows)
+        result["adaptive"] = adaptive_reading(bot, questions, args["rounds"])
     return result
+
+
+def adaptive_reading(bot, questions: list[str], rounds: int) -> dict | None:
+    """What adaptive reading (`rag.chatbot.ChatBot.read`) did on these questions: the share that stopped
+    after the first chunks, chunks read per question, ask p50 with and without it (same process, same
+    rounds), and answers that differ from reading every retrieved chunk. None for a reader without a cascade."""
+    from rag.chatbot import ChatBot
+
+    if not bot.config.answer.adaptive or bot.reader.settings.cascade is None:
+        return None
+    every = ChatBot(corpus=bot.corpus, config=bot.config.replace(answer={"adaptive": False}), index_dir=bot.index_dir)
+    read = [len(bot.read(q, q, bot.retrieve(q)[:bot.config.answer.read_k])) for q in questions]
+    adaptive, all_chunks = [], []
+    for _ in range(rounds):
+        for question in questions:
+            adaptive.append(timed(bot.ask, question))
+            all_chunks.append(timed(every.ask, question))
+    return {"stopped_early": sum(n < bot.config.answer.read_k for n in read) / len(read),
+            "chunks_read": float(np.mean(read)), "cascade": vars(bot.reader.settings.cascade),
+            "ask_p50_ms": 1000 * percentile(adaptive, 50), "ask_p50_ms_every_chunk": 1000 * percentile(all_chunks, 50),
+            "answers_changed": sum(bot.ask(q).text != every.ask(q).text for q in questions)}
 
 
 def reader_passes(reader, windows: list) -> dict:
@@ -87,7 +109,7 @@ def summarize(results: dict[str, dict]) -> dict:
                          "answers_changed": (sum(a != b for a, b in zip(result["answers"], reference))
                                              if reference and name != "float32" else None),
                          "questions": len(result["answers"]), "default": result["default"],
-                         "passes_s": result.get("passes_s")}
+                         "passes_s": result.get("passes_s"), "adaptive": result.get("adaptive")}
     return summary
 
 
@@ -111,4 +133,10 @@ def render(section: dict, cell) -> list[str]:
                   f"{first['tokens_per_question']:.0f} tokens each, median), default precision: one at a time "
                   f"{s['one_at_a_time']:.2f} s, two at once {s['two_at_once']:.2f} s, {GATHERED} questions per batched "
                   f"pass {s['gathered']:.2f} s."]
+    adaptive = default and default.get("adaptive")
+    if adaptive:
+        lines += ["", f"Adaptive reading ({adaptive['cascade']}): {adaptive['stopped_early']:.0%} of the questions stopped "
+                  f"early, {adaptive['chunks_read']:.2f} chunks read per question; ask p50 {adaptive['ask_p50_ms']:.0f} ms, "
+                  f"{adaptive['ask_p50_ms_every_chunk']:.0f} ms reading every chunk; answers changed "
+                  f"{adaptive['answers_changed']}/{default['questions']}."]
     return lines

@@ -56,7 +56,7 @@ def worker_ingest(args: dict) -> dict:
     texts = [chunk.text for article in articles for chunk in chunk_article(article, config.chunk)]
     if args["pipeline"].startswith("llama_index"):
         return {"chunks": len(texts), "seconds": {args["pipeline"]: llama_index_build(texts, args["model_path"], config)}}
-    from rag import store
+    from rag import indexing
     from rag.chatbot import ChatBot
     from rag.embeddings import Embedder
 
@@ -75,9 +75,9 @@ def worker_ingest(args: dict) -> dict:
                             "ray_per_actor": embedding["actor_seconds"]}}
     embedder = Embedder(config.embed, config.cache_dir)
     embedder.encode_passages(texts[:8])  # warm-up, as for the baseline
-    chunk_pass = timed(store.embed_texts, embedder, texts, None)
+    chunk_pass = timed(indexing.embed_texts, embedder, texts, None)
     start = time.perf_counter()
-    index, _ = store.update_index(index_dir, articles, embedder, config)
+    index, _ = indexing.update_index(index_dir, articles, embedder, config)
     build = time.perf_counter() - start
     return {"chunks": len(texts), "sentences": int(index.manifest["sentences"]),
             "seconds": {"sanad_chunk_pass": chunk_pass, "sanad_index": build}}
@@ -143,7 +143,7 @@ class ModelStamp:
 def synthetic_prepared(articles, stored, pool: list[str], pool_vectors: np.ndarray, seed: int):
     """`rag.store.Prepared` articles: chunks of 4 pool sentences (stride 3), mixed vectors (see the top)."""
     from rag import store
-    from rag.ingest import content_hash
+    from rag.hashing import content_hash
     from rag.types import Chunk, Sentence
 
     from rag.arabic import terms
@@ -176,7 +176,7 @@ def write_synthetic_index(folder: Path, index_dir: Path, chunks: int, pool, pool
     """The synthetic corpus and its index, written through `update_index` (chunks and vectors made
     here) in updates of at most `BUILD_CHUNKS` chunks, as an archive grows: each adds a file batch
     that the scan reads while it keeps the earlier files unread."""
-    from rag import store
+    from rag import indexing, store
     from rag.ingest import scan_corpus
 
     config = config_for(store_index)
@@ -190,8 +190,8 @@ def write_synthetic_index(folder: Path, index_dir: Path, chunks: int, pool, pool
         write_records(folder, articles, first_part=number * -(-per_update // 2000))
         scan = scan_corpus(folder, store.files_table(index_dir))
         assert [a.text for a in scan.articles] == [text for text, _ in articles], "corpus did not round-trip"
-        store.update_index(index_dir, scan.articles, stamp, config, unchanged=scan.unchanged, files=scan.files,
-                           prepare=lambda fresh: synthetic_prepared(articles, fresh, pool, pool_vectors, seed))
+        indexing.update_index(index_dir, scan.articles, stamp, config, unchanged=scan.unchanged, files=scan.files,
+                              prepare=lambda fresh: synthetic_prepared(articles, fresh, pool, pool_vectors, seed))
 
 
 def synthetic_corpus(work: Path, chunks: int, pool: list[str], pool_vectors, model: dict,
@@ -262,14 +262,15 @@ def worker_open(args: dict) -> dict:
     """A chat process before its first question: the model loaded, then the index opened."""
     from rag import store
     from rag.embeddings import Embedder
+    from rag.indexing import manifest_for
 
     config = config_for("hnsw")
     embedder = Embedder(config.embed, config.cache_dir)
     embedder.encode_queries(["warm-up"])
     model_rss = peak_rss_mib()
     start = time.perf_counter()
-    index = store.open_index(Path(args["index_dir"]), store.manifest_for(config, embedder.model_id,
-                                                                          embedder.fingerprint, embedder.dim))
+    index = store.open_index(Path(args["index_dir"]), manifest_for(config, embedder.model_id, embedder.fingerprint,
+                                                                    embedder.dim))
     seconds = time.perf_counter() - start
     return {"chunks": len(index), "seconds": seconds, "rss_mib": peak_rss_mib(), "model_rss_mib": model_rss,
             "segments": len(index.segments)}
@@ -278,7 +279,7 @@ def worker_open(args: dict) -> dict:
 def worker_update(args: dict) -> dict:
     """Add new articles to a copy of an index as a chat process does (scan, then update), next to
     embedding those articles' chunks alone."""
-    from rag import store
+    from rag import indexing, store
     from rag.chunking import chunk_article
     from rag.embeddings import Embedder
     from rag.ingest import read_corpus, scan_corpus
@@ -291,10 +292,10 @@ def worker_update(args: dict) -> dict:
     index_dir, folder = Path(args["index_dir"]), Path(args["corpus"])
     start = time.perf_counter()
     scan = scan_corpus(folder, store.files_table(index_dir))
-    index, report = store.update_index(index_dir, scan.articles, embedder, config, unchanged=scan.unchanged,
-                                       files=scan.files)
+    index, report = indexing.update_index(index_dir, scan.articles, embedder, config, unchanged=scan.unchanged,
+                                          files=scan.files)
     update = time.perf_counter() - start
-    embed = timed(store.embed_texts, embedder, texts, None)
+    embed = timed(indexing.embed_texts, embedder, texts, None)
     assert report.added == len(new) and report.unchanged == len(index.articles) - len(new), report
     return {"chunks_before": len(index) - len(texts), "new_chunks": len(texts), "articles": len(new),
             "update_s": update, "embed_s": embed, "peak_rss_mib": peak_rss_mib(), "segments": len(index.segments),

@@ -27,7 +27,9 @@ another sentence's span scores within this many logits of the best) is the large
 median answer at most `MAX_WORDS` words, and ``rival_margin`` / ``rival_logit_margin`` (how far below the
 best span's score and the best chunk's answerability another article's figure may be and still be shown
 beside it) the pair that best separates the seed fit half's conflict questions (a figure asked without
-naming whose, given differently by two or more articles) from its other figure questions.
+naming whose, given differently by two or more articles) from its other figure questions. Last,
+``cascade`` (adaptive reading: how many chunks to read first, and how sure their best claim must be
+to stop there) as `fit_cascade` chooses it, so that stopping early changes almost no dev answer.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ import numpy as np
 
 from eval import metrics as m
 from eval.reader_data import DEV_SHARE, GATED, QA_TRAIN, SEEDS_GOLD, read_squad, seeds_half, split_of
-from rag.reader import CONFIG_FILE, READER_DIR, Gate, Reader
+from rag.reader import CONFIG_FILE, READER_DIR, Gate, Reader, ReaderSettings
 from rag.types import Hit
 
 OUT = Path("eval/out/calibration")
@@ -51,6 +53,9 @@ SECOND_MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)  # 0.0: a second quote only on a
 RIVAL_MARGINS = (1.0, 2.0, 3.0, 4.0, 6.0, 10.0)  # span score below the best's
 RIVAL_LOGIT_MARGINS = (0.5, 1.0, 2.0, 4.0, 8.0)  # answerability logit below the best's
 SPAN_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0)  # best claim: answerability logit + weight * span score
+CASCADE_FIRST = (1, 2)  # chunks read before deciding whether to read on
+STOP_PROBABILITIES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+MAX_CHANGED = 0.005  # share of dev answers adaptive reading may change (each source/language at most twice that)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class MemoReader:
 
     def __init__(self, reader):
         self.reader, self.memo = reader, {}
-        self.gates, self.settings = reader.gates, dict(reader.settings)
+        self.gates, self.settings = reader.gates, reader.settings
 
     gate = Reader.gate  # the same lookup, over the same gates
 
@@ -248,7 +253,7 @@ def main(argv=None) -> None:
         logit = max((r.answer_logit for r in readings), default=-30.0)
         rows.append({"asked": a, "hits": hits, "logit": logit, "source": a.source, "answerable": a.answerable})
 
-    settings = dict(memo.settings)
+    settings = json.loads((memo.reader.folder / CONFIG_FILE).read_text(encoding="utf-8"))  # rewritten below
     report = {"questions": len(rows), "gate": {}}
     gates = {}
     for language in GATED:
@@ -267,7 +272,7 @@ def main(argv=None) -> None:
     memo.gates = {language: Gate(**gate) for language, gate in gates.items()}
 
     def answers(setting: dict, selected) -> list:
-        memo.settings = {**settings, **setting}
+        memo.settings = ReaderSettings.from_dict({**settings, **setting})
         result = []
         for r in selected:
             a = r["asked"]
@@ -316,10 +321,13 @@ def main(argv=None) -> None:
                                                        -t["margins"][0] - t["margins"][1]))
     settings["rival_margin"], settings["rival_logit_margin"] = chosen["margins"]
     report["rival_margin"] = {"chosen": chosen["margins"], "trials": rival_trials}
-    memo.settings = settings
+    memo.settings = ReaderSettings.from_dict(settings)
     from rag.answer import Answerer
 
-    report["dev"] = _as_users_get_it(rows, bots, Answerer(load_config(), memo))  # the gate on, as users get it
+    answerer = Answerer(load_config(), memo)  # the gate on, as users get it
+    settings["cascade"], report["cascade"] = fit_cascade(rows, bots, answerer, settings)
+    memo.settings = ReaderSettings.from_dict(settings)
+    report["dev"] = _as_users_get_it(rows, bots, answerer)
     report["retrieval"] = gold_recall(bots, asked)
     settings["calibration"] = {"command": "python -m eval.calibrate_reader", "questions": len(rows),
                                "minutes": round((time.time() - started) / 60, 1)}
@@ -328,6 +336,44 @@ def main(argv=None) -> None:
     (args.out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     print(json.dumps(report, ensure_ascii=False, indent=1, default=str))
     print(f"wrote {path} and {args.out / 'report.json'} in {(time.time() - started) / 60:.1f} min")
+
+
+def fit_cascade(rows, bots, answerer, settings: dict) -> tuple[dict | None, dict]:
+    """Adaptive reading's ``cascade`` (`rag.reader.Cascade`): of the (first, stop probability) pairs
+    that change at most `MAX_CHANGED` of the dev answers (gate on; at most twice that in any source and
+    language), the one that reads the fewest chunks; None when none does. An answer stopped early is
+    what `rag.answer.Answerer` makes of the first chunks' readings (the same readings: each chunk is
+    read on its own)."""
+    memo = answerer.reader
+    asked = []
+    for r in rows:
+        a = r["asked"]
+        query = bots[a.bot].answerer.retrieval_query(a.question, list(a.history) or None)
+        readings = memo.read(query, r["hits"])
+        index = bots[a.bot].index
+        asked.append((r, readings, index, answerer.answer(a.question, readings, index).text))
+    trials = {}
+    for first in CASCADE_FIRST:
+        for stop in STOP_PROBABILITIES:
+            memo.settings = ReaderSettings.from_dict({**settings, "cascade": {"first": first, "stop_probability": stop}})
+            stopped, changed, chunks, by_group = [], [], [], {}
+            for r, readings, index, full in asked:
+                a = r["asked"]
+                early = len(readings) > first and answerer.settled(a.question, readings[:first])
+                moved = early and answerer.answer(a.question, readings[:first], index).text != full
+                stopped.append(early)
+                changed.append(moved)
+                chunks.append(first if early else len(readings))
+                by_group.setdefault(f"{a.source}/{a.language}", []).append(moved)
+            worst = max(m.mean(moves) for moves in by_group.values())
+            trials[f"{first}/{stop}"] = {"first": first, "stop_probability": stop, "stopped": m.mean(stopped),
+                                         "changed": m.mean(changed), "worst_group_changed": worst,
+                                         "chunks_read": m.mean(chunks)}
+    fitting = [t for t in trials.values() if t["changed"] <= MAX_CHANGED and t["worst_group_changed"] <= 2 * MAX_CHANGED]
+    chosen = min(fitting, key=lambda t: (t["chunks_read"], -t["stop_probability"]), default=None)
+    cascade = {"first": chosen["first"], "stop_probability": chosen["stop_probability"]} if chosen else None
+    full_chunks = m.mean([len(readings) for _, readings, _, _ in asked])
+    return cascade, {"chosen": cascade, "chunks_read_without": full_chunks, "trials": trials}
 
 
 def _as_users_get_it(rows, bots, answerer) -> dict:

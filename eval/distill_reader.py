@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.reader_data import DataSettings, QAExample, arquad_examples, build, describe
-from eval.train_reader import (NEG, _auc, _mean, _share, batches, collate, dev_report, export, export_average,
+from eval.train_reader import (NEG, auc, batches, mean_of, source_share, collate, dev_report, export, export_average,
                                load_base, predict, save_checkpoint, windows)
 from rag.reader import CONFIG_FILE, LAYERS, READER_DIR, WEIGHTS_FILE, Gate, build_module, precision
 
@@ -182,8 +182,8 @@ def agreement_report(student: list[dict], teacher: list[dict], examples: list[QA
         group["pos" if opens else "neg"].append(mine["answerable"])
         group["gate"].append(float((gate.probability(mine["answerable"]) >= gate.threshold) == opens))
         group["gap"].append(abs(mine["answerable"] - theirs["answerable"]))
-    return {key: {"span": _mean(v["same"]), "span_f1": _mean(v["f1"]), "auc": _auc(v["pos"], v["neg"]),
-                  "gate": _mean(v["gate"]), "logit_gap": _mean(v["gap"]), "teacher_opens": len(v["pos"]),
+    return {key: {"span": mean_of(v["same"]), "span_f1": mean_of(v["f1"]), "auc": auc(v["pos"], v["neg"]),
+                  "gate": mean_of(v["gate"]), "logit_gap": mean_of(v["gap"]), "teacher_opens": len(v["pos"]),
                   "teacher_stops": len(v["neg"])} for key, v in sorted(found.items())}
 
 
@@ -367,7 +367,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--limit", type=int, default=None, help="examples per source file (a smoke run)")
     parser.add_argument("--sample", type=float, default=1.0, help="share of every training file's examples (times --share)")
-    parser.add_argument("--share", type=_share, action="append", default=[],
+    parser.add_argument("--share", type=source_share, action="append", default=[],
                         help="SOURCE=FRACTION of a training source's examples taken (repeatable); 1 where not given")
     parser.add_argument("--checkpoint-steps", type=int, default=200)
     parser.add_argument("--log-steps", type=int, default=50)

@@ -119,8 +119,10 @@ def run_trials(trials: int, articles: int, workdir: Path, embedder, config, seed
                log=print) -> list[Trial]:
     """The kill trials on a folder of ``articles`` articles; raises AssertionError on a broken index."""
     from rag.chatbot import default_index_dir
-    from rag.ingest import content_hash, read_corpus
-    from rag.store import manifest_for, open_index, update_index
+    from rag.hashing import content_hash
+    from rag.indexing import manifest_for, update_index
+    from rag.ingest import read_corpus
+    from rag.store import open_index
 
     rng = random.Random(seed)
     sentences = seed_sentences()
@@ -162,7 +164,7 @@ def run_trials(trials: int, articles: int, workdir: Path, embedder, config, seed
         index, report = update_index(index_dir, new_articles, embedder, run_config)
         assert index.article_hashes() == versions["new"], f"trial {number}: the rerun did not complete"
         assert leftovers(index_dir) == (), f"trial {number}: leftovers after the next open: {leftovers(index_dir)}"
-        assert len(index.search(embedder.encode_queries(["كورسك"])[0], 3)[1]) == 3
+        assert len(index.search(embedder.encode_queries(["كورسك"])[0], 3)) == 3
         trial = Trial(number, kind, round(seconds, 2), finished, state, found,
                       f"added {report.added}, changed {report.changed}, removed {report.removed}")
         log(f"trial {number}: killed {kind} after {seconds:.1f} s{' (it had finished)' if finished else ''}; "

@@ -82,8 +82,8 @@ def compare_backends(out: Path) -> dict:
     corpus = xquad.write_corpus(records, out / "xquad_corpus")
     gold = [json.loads(line)["question"] for line in SEEDS_GOLD.read_text(encoding="utf-8").splitlines() if line.strip()]
     result, retrieved = {}, {}
-    for backend in ("faiss", "milvus"):
-        config = load_config().replace(store={"backend": backend})
+    for backend, keyword in (("faiss", "local"), ("milvus", "milvus")):  # each backend with its own BM25
+        config = load_config().replace(store={"backend": backend, "keyword": keyword})
         bot = ChatBot(corpus=corpus, config=config, index_dir=out / f"xquad-{backend}")
         result[backend] = xquad_retrieval(bot, questions)
         seeds = ChatBot(corpus=DEFAULT_CORPUS, config=config, index_dir=out / f"seeds-{backend}")

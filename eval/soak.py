@@ -96,7 +96,7 @@ def setup_key(config, index, embedder) -> str:
     not resumed."""
     import dataclasses
 
-    from rag.store import manifest_for
+    from rag.indexing import manifest_for
 
     blob = json.dumps({"articles": sorted(index.article_hashes().items()),
                        "index": manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim),

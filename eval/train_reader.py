@@ -222,8 +222,8 @@ def dev_report(module, tokenizer, examples: list[QAExample], predictions: list[d
             group["neg"].append(prediction["answerable"])
     report = {}
     for key, group in sorted(groups.items()):
-        report[key] = {"f1": _mean(group["f1"]), "em": _mean(group["em"]), "answerable": len(group["pos"]),
-                       "unanswerable": len(group["neg"]), "auc": _auc(group["pos"], group["neg"])}
+        report[key] = {"f1": mean_of(group["f1"]), "em": mean_of(group["em"]), "answerable": len(group["pos"]),
+                       "unanswerable": len(group["neg"]), "auc": auc(group["pos"], group["neg"])}
     return report
 
 
@@ -248,15 +248,15 @@ def group_report(module, tokenizer, groups: list[Group]) -> dict:
             group["pos"].append(answerable)
         else:
             group["neg"].append(answerable)
-    return {key: {"f1": _mean(v["f1"]), "chunk": _mean(v["chunk"]), "answerable": len(v["pos"]),
-                  "absent": len(v["neg"]), "auc": _auc(v["pos"], v["neg"])} for key, v in sorted(found.items())}
+    return {key: {"f1": mean_of(v["f1"]), "chunk": mean_of(v["chunk"]), "answerable": len(v["pos"]),
+                  "absent": len(v["neg"]), "auc": auc(v["pos"], v["neg"])} for key, v in sorted(found.items())}
 
 
-def _mean(values):
+def mean_of(values):
     return round(float(np.mean(values)), 4) if values else None
 
 
-def _auc(positives, negatives):
+def auc(positives, negatives):
     """Probability that an answerable example outscores an unanswerable one."""
     if not positives or not negatives:
         return None
@@ -486,7 +486,7 @@ def export_average(out: Path, target: Path, count: int) -> Path:
     return steps[-1]
 
 
-def _share(text: str) -> tuple[str, float]:
+def source_share(text: str) -> tuple[str, float]:
     name, _, value = text.partition("=")
     try:
         return name, float(value)
@@ -506,7 +506,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--limit", type=int, default=None, help="examples per source file (a smoke run)")
     parser.add_argument("--checkpoint-steps", type=int, default=200)
-    parser.add_argument("--share", type=_share, action="append", default=[],
+    parser.add_argument("--share", type=source_share, action="append", default=[],
                         help="SOURCE=FRACTION of a training source's examples taken (repeatable); 1 where not given")
     parser.add_argument("--sample", type=float, default=1.0, help="share of every training file's examples (times --share)")
     parser.add_argument("--group-share", type=float, default=0.5,

@@ -1,20 +1,22 @@
-"""The answer, from what the reader found: the span as the short answer, the sentence holding it as an
-exact quote, figures from different articles side by side when they differ, or a plain "the articles
-do not say" when no retrieved chunk answers the question well enough.
+"""The answer, from the reader's readings of the retrieved chunks: the best span as the short answer,
+the sentence holding it as an exact quote, figures from different articles side by side when they
+differ, or a plain "the articles do not say" when no chunk answers the question well enough.
 
-Default mode is extractive and LLM-free: every word of an answer is a fixed framing phrase, text
-copied from an article, or (for an English question) a figure of the span written in digits, so it
-cannot say what the articles do not. The optional LLM mode (`rag.llm`) is verified against its
-citations and falls back to this.
+`ChatBot.ask` runs the steps before it (the follow-up rewrite, `Answerer.retrieval_query`, once;
+retrieval; the reader) and hands the readings to `Answerer.answer`. Every word of that answer is a
+fixed framing phrase, text copied from an article, or (for an English question) a figure of the span
+written in digits, so it cannot say what the articles do not. The optional LLM mode
+(`Answerer.write`, `rag.llm`) is verified against its citations and falls back to it.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from rag.arabic import Number, is_arabic, normalize, read_numbers, terms
 from rag.config import SanadConfig
+from rag.reader import ReaderSettings
 from rag.types import Answer, Citation, Hit, Reading, Sentence, Span
 
 MAX_QUOTE_WORDS = 55  # longer sentences are trimmed to the clauses around the answer
@@ -54,49 +56,60 @@ class Claim:
 
 
 class Answerer:
-    """Turns the reader's readings of the retrieved chunks into an `Answer`."""
+    """Turns the reader's readings into an `Answer`, by the reader's settings (`ReaderSettings`); with an
+    LLM, also has it write the answer from the retrieved chunks (the embedder checks its sentences)."""
 
-    def __init__(self, config: SanadConfig, reader, llm=None):
+    def __init__(self, config: SanadConfig, reader, llm=None, embedder=None):
         self.config = config
         self.reader = reader
         self.llm = llm
+        self.embedder = embedder
 
     @property
     def abstain_threshold(self) -> dict[str, float]:
         """Per question language, the probability below which the answer is "the articles do not say"."""
         return {language: gate.threshold for language, gate in self.reader.gates.items()}
 
-    def retrieval_query(self, question: str, history: Sequence | None) -> str:
+    @staticmethod
+    def retrieval_query(question: str, history: Sequence | None) -> str:
         """A follow-up ("وحسب زيلينسكي؟") is searched, and read, together with the previous question."""
         previous = previous_question(history)
         return f"{previous} {question}" if previous and is_follow_up(question) else question
 
-    def stream(self, question: str, hits: list[Hit], index, history: Sequence | None = None,
-               use_llm: bool = False, embedder=None) -> Iterator[str | Answer]:
-        """The answer's text as one piece once it is complete, then the `Answer`.
-
-        Nothing is streamed word by word: the reader scores all chunks in one pass (about
-        100 ms on 2 cores), and an LLM's reply is verified sentence by sentence before any of it is shown.
-        """
-        answer = self.extract(question, hits, index, history)
-        if use_llm and self.llm is not None and not answer.abstained:
-            from rag.llm import generate
-
-            answer = generate(self.llm, question, answer, hits, index, self.config, embedder) or answer
-        yield answer.text
-        yield answer
-
-    def extract(self, question: str, hits: list[Hit], index, history: Sequence | None = None) -> Answer:
+    def answer(self, question: str, readings: list[Reading], index) -> Answer:
         """The extractive answer (no LLM): short answer, quotes, conflicts, or an abstention."""
         language = "ar" if is_arabic(question) else "en"
-        readings = self.reader.read(self.retrieval_query(question, history), hits)
-        gate = self.reader.gate(language)
-        weights = self.reader.settings["claim_weights"]  # fitted on dev by `eval.calibrate_reader`
-        claims = sorted(claims_of(readings, gate), key=lambda c: -c.score(weights))
+        settings, gate = self.reader.settings, self.reader.gate(language)
+        claims = sorted(claims_of(readings, gate), key=lambda c: -c.score(settings.claim_weights))
         confidence = max((c.probability for c in claims), default=0.0)
         if not claims or (confidence < gate.threshold and self.config.answer.abstain):
             return _abstention(language, claims[:2], index, confidence)
-        return _compose(language, _chosen(claims, gate.threshold, self.reader.settings), index, confidence)
+        return _compose(language, _chosen(claims, gate.threshold, settings), index, confidence)
+
+    def settled(self, question: str, readings: list[Reading]) -> bool:
+        """Whether the readings of the first chunks already decide the answer (`ReaderSettings.cascade`):
+        their best claim is at least ``stop_probability`` likely and gives no figure (which other
+        articles may give differently). Fitted so that reading on would change almost no answer."""
+        cascade = self.reader.settings.cascade
+        gate = self.reader.gate("ar" if is_arabic(question) else "en")
+        claims = claims_of(readings, gate)
+        if cascade is None or not claims:
+            return False
+        best = max(claims, key=lambda c: c.score(self.reader.settings.claim_weights))
+        return best.probability >= cascade.stop_probability and best.value is None
+
+    def extract(self, question: str, hits: list[Hit], index, history: Sequence | None = None) -> Answer:
+        """`answer` over the reader's readings of ``hits`` (all of them), for tools that choose the hits."""
+        return self.answer(question, self.reader.read(self.retrieval_query(question, history), hits), index)
+
+    def write(self, question: str, extractive: Answer, hits: list[Hit], index) -> Answer:
+        """The LLM's answer from ``hits``, only its verified sentences, or ``extractive`` when too little of
+        it holds (or the reader abstained: the LLM is only asked when there is evidence)."""
+        from rag.llm import generate
+
+        if extractive.abstained:
+            return extractive
+        return generate(self.llm, question, extractive, hits, index, self.config, self.embedder) or extractive
 
 
 def previous_question(history: Sequence | None) -> str | None:
@@ -132,13 +145,12 @@ def _claim(reading: Reading, probability: float) -> Claim | None:
                  reading.hit.rank, reading.hit.score)
 
 
-def _chosen(claims: list[Claim], threshold: float, settings: dict) -> list[Claim]:
+def _chosen(claims: list[Claim], threshold: float, settings: ReaderSettings) -> list[Claim]:
     """The best claim; for a figure, the differing figures of other articles that score about as well;
     otherwise a second quote when another sentence is nearly as likely to hold the answer."""
     best = claims[0]
-    margin, logit_margin = float(settings.get("rival_margin", 3.0)), float(settings.get("rival_logit_margin", 2.0))
-    rivals = [c for c in claims[1:] if c.probability >= threshold and c.span.score >= best.span.score - margin
-              and c.logit >= best.logit - logit_margin]
+    rivals = [c for c in claims[1:] if c.probability >= threshold and c.span.score >= best.span.score - settings.rival_margin
+              and c.logit >= best.logit - settings.rival_logit_margin]
     if best.probability < threshold:  # the gate is off (benchmarks): nothing else scores well either
         rivals = []
     if best.value is not None:
@@ -152,8 +164,7 @@ def _chosen(claims: list[Claim], threshold: float, settings: dict) -> list[Claim
                 break
         if len(chosen) > 1:
             return chosen
-    second_margin = float(settings.get("second_quote_margin", 0.0))
-    seconds = [c for c in rivals if c.span.score >= best.span.score - second_margin
+    seconds = [c for c in rivals if c.span.score >= best.span.score - settings.second_quote_margin
                and (c.quote_start, c.quote_end) != (best.quote_start, best.quote_end)]
     return [best] + seconds[:1]
 

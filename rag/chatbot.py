@@ -14,8 +14,10 @@ from rag.config import DEFAULT_CORPUS, SanadConfig, load_config
 from rag.documents import articles_from_documents
 from rag.errors import ConfigError, CorpusError, QuestionError
 from rag.ingest import SUFFIXES, Scan, read_file, scan_corpus, scan_files
-from rag.store import Change, Progress, UpdateReport, apply_change, files_entry, files_table, update_index
-from rag.types import Answer, Article, Hit
+from rag.indexing import apply_change, update_index
+from rag.progress import Progress
+from rag.store import Change, UpdateReport, files_entry, files_table
+from rag.types import Answer, Article, Hit, Reading
 
 UPLOADS = "uploads"  # folder inside the index folder that holds articles added through the UI
 History = Sequence[tuple[str, "str | Answer"]]
@@ -57,8 +59,8 @@ class ChatBot:
             if llm is None:
                 raise ConfigError("answer.mode is 'llm' but no LLM server is set: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL",
                                   setting="llm.base_url", value=self.config.llm.base_url)
-        self.answerer = Answerer(self.config, Reader(self.embedder, reader_folder(self.config.answer.reader),
-                                                         precision=self.config.answer.precision), llm=llm)
+        self.reader = Reader(self.embedder, reader_folder(self.config.answer.reader), precision=self.config.answer.precision)
+        self.answerer = Answerer(self.config, self.reader, llm=llm, embedder=self.embedder)
 
     @classmethod
     def from_dir(cls, path: str | Path, **kwargs) -> "ChatBot":
@@ -79,32 +81,45 @@ class ChatBot:
 
     def ask(self, question: str, history: History | None = None, top_k: int | None = None,
             mode: str | None = None) -> Answer:
-        """The grounded answer: `Answer.text` with ``[n]`` markers that index `Answer.citations`."""
-        answer = None
-        for answer in self.stream(question, history, top_k, mode):
-            pass
-        return answer
+        """The grounded answer: `Answer.text` with ``[n]`` markers that index `Answer.citations`.
+
+        ``top_k`` sets how many chunks are retrieved and read for this question (else ``retrieve.top_k``
+        and ``answer.read_k``); ``mode`` ("extractive" or "llm") overrides ``answer.mode`` (a chatbot
+        given an LLM answers in "llm" mode unless told otherwise).
+        """
+        question = self.check_question(question)
+        mode = self._answer_mode(mode)
+        index = self.index  # one snapshot for the whole answer, even if an upload swaps it
+        query = self.answerer.retrieval_query(question, history)  # a follow-up, with the question it follows
+        query_vector = self.embedder.encode_queries([query])[0]
+        hits = self.retrieve(query, top_k=top_k, query_vector=query_vector, index=index)
+        readings = self.read(question, query, hits[:top_k or self.config.answer.read_k])
+        answer = self.answerer.answer(question, readings, index)
+        return self.answerer.write(question, answer, hits, index) if mode == "llm" else answer
 
     def stream(self, question: str, history: History | None = None, top_k: int | None = None,
                mode: str | None = None) -> Iterator[str | Answer]:
-        """Yield the answer's text once it is complete, then the final `Answer` (for UIs that show
-        progress; the answer is not composed word by word).
+        """`ask` for a UI that shows the answer as it comes: yields the answer's text, then the `Answer`.
 
-        ``top_k`` (passages) and ``mode`` ("extractive" or "llm") override the config for this question;
-        a chatbot given an LLM answers in "llm" mode unless told otherwise.
+        The text comes in one piece, once the answer is ready: the reader reads the chunks in one or two passes,
+        and an LLM's reply is verified sentence by sentence before any of it is shown: nothing earlier could be.
         """
-        question = self.check_question(question)
-        mode = mode or ("llm" if self.answerer.llm is not None else self.config.answer.mode)
-        if mode not in ("extractive", "llm"):
-            raise ConfigError(f"answer mode must be 'extractive' or 'llm', got {mode!r}", setting="mode", value=mode)
-        if mode == "llm" and self.answerer.llm is None:
-            raise ConfigError("no LLM is configured: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL, or pass llm=",
-                              setting="llm.base_url", value=self.config.llm.base_url)
-        index = self.index  # one snapshot for the whole answer, even if an upload swaps it
-        query = self.answerer.retrieval_query(question, history)
-        query_vector = self.embedder.encode_queries([query])[0]
-        hits = self.retrieve(query, top_k=top_k, query_vector=query_vector, index=index)
-        yield from self.answerer.stream(question, hits, index, history, use_llm=mode == "llm", embedder=self.embedder)
+        answer = self.ask(question, history, top_k, mode)
+        yield answer.text
+        yield answer
+
+    def read(self, question: str, query: str, hits: list[Hit]) -> list[Reading]:
+        """The reader's readings of ``hits`` for ``query`` (the question, or a follow-up with the one it
+        follows). With ``answer.adaptive`` and a reader fitted for it, the first chunks are read alone,
+        and the rest only when those leave the answer open (`Answerer.settled`): then the readings stop
+        early, and the answer is what reading on would almost always give (`eval.calibrate_reader`)."""
+        cascade = self.reader.settings.cascade
+        if not self.config.answer.adaptive or cascade is None or len(hits) <= cascade.first:
+            return self.reader.read(query, hits)
+        first = self.reader.read(query, hits[:cascade.first])
+        if self.answerer.settled(question, first):
+            return first
+        return first + self.reader.read(query, hits[cascade.first:])
 
     def retrieve(self, question: str, top_k: int | None = None, mode: str | None = None,
                  query_vector=None, index=None) -> list[Hit]:
@@ -118,6 +133,16 @@ class ChatBot:
     def check_question(self, question) -> str:
         """The question stripped, or a `QuestionError` saying what is wrong with it."""
         return check_question(question, self.config.answer.max_question_chars)
+
+    def _answer_mode(self, mode: str | None) -> str:
+        """``mode``, else "llm" when this chatbot has an LLM, else ``answer.mode``; a `ConfigError` if it cannot be."""
+        mode = mode or ("llm" if self.answerer.llm is not None else self.config.answer.mode)
+        if mode not in ("extractive", "llm"):
+            raise ConfigError(f"answer mode must be 'extractive' or 'llm', got {mode!r}", setting="mode", value=mode)
+        if mode == "llm" and self.answerer.llm is None:
+            raise ConfigError("no LLM is configured: set SANAD_LLM_BASE_URL and SANAD_LLM_MODEL, or pass llm=",
+                              setting="llm.base_url", value=self.config.llm.base_url)
+        return mode
 
     # --- corpus -------------------------------------------------------------------
 

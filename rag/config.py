@@ -56,7 +56,8 @@ class ChunkConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    backend: str = "faiss"  # "faiss" (files in the index folder) or "milvus" (a Milvus server, or Milvus Lite)
+    backend: str = "faiss"  # dense search: "faiss" (files in the index folder) or "milvus" (a Milvus server or Lite)
+    keyword: str = "local"  # BM25: "local" (the segments' postings) or "milvus" (Milvus's BM25; needs backend "milvus")
     milvus_uri: str | None = None  # a Milvus server ("http://host:19530") or a Lite file; None: milvus.db in the index folder
     index: str = "flat"  # "flat" (exact), "hnsw" or "ivf" (approximate, for large corpora)
     hnsw_m: int = 32
@@ -67,7 +68,7 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class RetrieveConfig:
-    top_k: int = 5  # chunks handed to the answer layer
+    top_k: int = 5  # chunks retrieved for a question (the reader reads the first answer.read_k)
     candidates: int = 30  # per retriever, before fusion
     hybrid: bool = True
     rrf_k: int = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
@@ -78,6 +79,8 @@ class AnswerConfig:
     mode: str = "extractive"  # "extractive" or "llm"
     abstain: bool = True  # False always answers (benchmarks whose every question has an answer)
     max_question_chars: int = 2000
+    read_k: int = 5  # the reader reads this many of the retrieved chunks, best first (5: all of retrieve.top_k's)
+    adaptive: bool = True  # read the best chunk first and the rest only when it leaves the answer open (reader.json's cascade)
     precision: str = "auto"  # the reader's, one of PRECISIONS; int8 is faster only without native bfloat16, and moves answers
     reader: str = "default"  # one of READERS: the shipped reader, or "fast", a distilled one with fewer layers
     concurrency: int = 2  # questions the chat server answers at once: 2 beat 1, 3 and 4 at 20 users (`eval.load`)
@@ -112,27 +115,26 @@ class SanadConfig:
         if not isinstance(self.embed.model, str) or not self.embed.model.strip():
             raise ConfigError("embed.model is empty; name a sentence-transformers folder or model",
                               setting="embed.model", value=self.embed.model)
-        if not isinstance(self.embed.batch_size, int) or self.embed.batch_size < 1:
-            raise ConfigError(f"embed.batch_size must be a positive integer, got {self.embed.batch_size!r}",
-                              setting="embed.batch_size", value=self.embed.batch_size)
+        _check_positive(self.embed.batch_size, "embed.batch_size")
         _check(self.chunk.encoding, ("o200k_base", "cl100k_base"), "chunk.encoding")
         _check(self.store.index, ("flat", "hnsw", "ivf"), "store.index")
         _check(self.store.backend, ("faiss", "milvus"), "store.backend")
+        _check(self.store.keyword, ("local", "milvus"), "store.keyword")
+        if self.store.keyword == "milvus" and self.store.backend != "milvus":
+            raise ConfigError(f"store.keyword 'milvus' needs store.backend 'milvus' (its collection holds the terms), "
+                              f"got {self.store.backend!r}", setting="store.keyword", value=self.store.keyword)
         _check(self.answer.mode, ("extractive", "llm"), "answer.mode")
         _check(self.answer.precision, PRECISIONS, "answer.precision")
         _check(self.answer.reader, READERS, "answer.reader")
-        if not isinstance(self.answer.concurrency, int) or self.answer.concurrency < 1:
-            raise ConfigError(f"answer.concurrency must be a positive integer, got {self.answer.concurrency!r}",
-                              setting="answer.concurrency", value=self.answer.concurrency)
+        _check_positive(self.answer.concurrency, "answer.concurrency")
+        _check_positive(self.answer.read_k, "answer.read_k")
         if not 16 <= self.chunk.chunk_tokens <= 500:
             raise ConfigError(f"chunk.chunk_tokens must be between 16 and 500 (the model reads 512), got {self.chunk.chunk_tokens}",
                               setting="chunk.chunk_tokens", value=self.chunk.chunk_tokens)
         if not 0 <= self.chunk.overlap_tokens < self.chunk.chunk_tokens:
             raise ConfigError(f"chunk.overlap_tokens must be in [0, chunk_tokens), got {self.chunk.overlap_tokens}",
                               setting="chunk.overlap_tokens", value=self.chunk.overlap_tokens)
-        if not isinstance(self.upload.max_file_bytes, int) or self.upload.max_file_bytes < 1:
-            raise ConfigError(f"upload.max_file_bytes must be a positive integer, got {self.upload.max_file_bytes!r}",
-                              setting="upload.max_file_bytes", value=self.upload.max_file_bytes)
+        _check_positive(self.upload.max_file_bytes, "upload.max_file_bytes")
         if self.retrieve.top_k < 1 or self.retrieve.candidates < self.retrieve.top_k:
             raise ConfigError(f"retrieve.top_k must be >= 1 and <= candidates, got {self.retrieve.top_k}/{self.retrieve.candidates}",
                               setting="retrieve.top_k", value=self.retrieve.top_k)
@@ -154,6 +156,11 @@ _ALIASES = {"SANAD_EMBED_MODEL": ("embed", "model"), "SANAD_LLM_BASE_URL": ("llm
 def _check(value, allowed, name):
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}", setting=name, value=value)
+
+
+def _check_positive(value, name):
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}", setting=name, value=value)
 
 
 def _coerce(raw: str, like, name: str):

@@ -90,7 +90,7 @@ def _resolve_hub(name: str) -> tuple[str, str]:
 BF16_MIN_TEXTS = 64  # passages per call from which bfloat16 pays for casting the weights at every call
 
 @functools.lru_cache(maxsize=4)
-def _load_model(path: str, device: str):
+def load_model(path: str, device: str):
     """One SentenceTransformer per (folder, device) for the whole process: loading costs seconds."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -106,7 +106,7 @@ def _load_model(path: str, device: str):
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: there bfloat16 matmuls encode passages faster than float32, at cosine
     >= 0.999 to the float32 vectors (tests/test_embeddings.py); other CPUs emulate bfloat16, slower."""
     import torch
@@ -123,16 +123,16 @@ class Embedder:
         self.cache_dir = Path(cache_dir)
         self.model_id = config.model
         path, self.fingerprint = resolve_model(config, cache_dir)
-        self._model = _load_model(path, config.device)
-        self.dim: int = self._model.get_embedding_dimension()
-        prompts = self._model.prompts or {}  # a model's own prompts apply unless the config overrides them
+        self.model = load_model(path, config.device)  # the SentenceTransformer (the reader shares its embeddings)
+        self.dim: int = self.model.get_embedding_dimension()
+        prompts = self.model.prompts or {}  # a model's own prompts apply unless the config overrides them
         self.query_prompt = config.query_prompt if config.query_prompt is not None else prompts.get("query")
         self.passage_prompt = config.passage_prompt if config.passage_prompt is not None else prompts.get("passage")
 
     def _encode(self, texts: list[str], prompt: str | None, show_progress: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        vectors = self._model.encode(list(texts), prompt=prompt or None, batch_size=self.config.batch_size,
+        vectors = self.model.encode(list(texts), prompt=prompt or None, batch_size=self.config.batch_size,
                                      show_progress_bar=show_progress, convert_to_numpy=True,
                                      normalize_embeddings=True)
         return np.asarray(vectors, dtype=np.float32)
@@ -147,7 +147,7 @@ class Embedder:
             return self._encode(texts, self.passage_prompt, show_progress)
 
     def _passage_precision(self, count: int):
-        if self.config.device != "cpu" or count < BF16_MIN_TEXTS or not _cpu_has_native_bf16():
+        if self.config.device != "cpu" or count < BF16_MIN_TEXTS or not cpu_has_native_bf16():
             return contextlib.nullcontext()
         import torch
 

@@ -1,10 +1,20 @@
-"""Content hashes of files, remembered while a file's size and mtime stay the same (fingerprints of
-models and indexes hash the same large files again and again)."""
+"""Content hashes: of an article (what decides whether it is embedded again), and of files,
+remembered while a file's size and mtime stay the same (fingerprints of models and indexes hash the
+same large files again and again)."""
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from pathlib import Path
+
+from rag.types import Article
+
+
+def content_hash(article: Article) -> str:
+    """What decides whether an article must be re-embedded."""
+    payload = json.dumps([article.title, article.text, article.date, article.url], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=64)

@@ -10,7 +10,6 @@ them with the reason, so one bad file in a news archive does not stop the rest.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -153,12 +152,6 @@ def read_file(path: Path, root: Path) -> Iterator[Article]:
         title = _first_line(text, markdown=suffix == ".md")
     if text.strip():
         yield Article(id=relative, source=path.name, title=title, text=text, encoding=encoding)
-
-
-def content_hash(article: Article) -> str:
-    """What decides whether an article must be re-embedded."""
-    payload = json.dumps([article.title, article.text, article.date, article.url], ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 def decode(path: Path) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""The Milvus backend (``store.backend = "milvus"``): dense and BM25 keyword search served by Milvus.
+"""The Milvus backend (``store.backend = "milvus"``): dense search served by Milvus, and BM25 keyword
+search too with ``store.keyword = "milvus"`` (by default Sanad's own BM25 over the segments answers it).
 
 Milvus Lite (a local file, run inside this process) by default and in the tests; the same code
 talks to a Milvus server or cluster when ``store.milvus_uri`` (``SANAD_MILVUS_URI``) names one.
@@ -24,11 +25,16 @@ import functools
 import json
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rag.config import StoreConfig
 from rag.errors import StoreError
+from rag.store.search import Ranked
+
+if TYPE_CHECKING:
+    from rag.store.index import Index
 
 BATCH = 1000  # rows per insert call
 SLACK = 16  # results asked for beyond top_k: room for deleted rows an interrupted update left in Milvus
@@ -134,9 +140,12 @@ def _terms_text(words: list[str]) -> str:
 
 
 class MilvusSearcher:
-    """`Index.search` and `Index.bm25_search` answered by Milvus, limited to the open version's chunks."""
+    """One open version's rows of its collection: searches ask only for the version's own keys and
+    map them to its chunk rows. `MilvusDenseSearcher` and `MilvusKeywordSearcher` search one field each."""
 
-    def __init__(self, index, index_dir: Path):
+    field = ""
+
+    def __init__(self, index: Index, index_dir: Path):
         self.index = index
         self.client = client(uri_for(index_dir, index.store))
         self.collection = index.manifest.get("milvus_collection")
@@ -144,24 +153,36 @@ class MilvusSearcher:
             raise StoreError(f"the Milvus collection of the index at {index_dir} is missing; delete the folder to rebuild it")
         self.client.load_collection(self.collection)
         self.filter = f"key < {int(index.manifest['next_key'])}"  # rows of a newer or unfinished update
-        _, _, self.dense_params = _dense_index(index.store)
 
-    def _query(self, data, field: str, params: dict, top_k: int) -> list[tuple[int, float]]:
+    def _query(self, data, params: dict, top_k: int) -> Ranked:
         try:
-            result = self.client.search(self.collection, data=[data], anns_field=field, filter=self.filter,
+            result = self.client.search(self.collection, data=[data], anns_field=self.field, filter=self.filter,
                                         limit=min(top_k + SLACK, 16384), search_params={"params": params},
                                         output_fields=[])
         except Exception as exc:
             raise StoreError(f"Milvus search failed: {exc}") from exc
         hits = result[0]
-        keys = np.array([hit["key"] for hit in hits], np.int64)
-        rows = self.index.rows_for_keys(keys)
-        return [(int(row), float(hit["distance"])) for row, hit in zip(rows.tolist(), hits) if row >= 0][:top_k]
+        rows = self.index.rows_for_keys(np.array([hit["key"] for hit in hits], np.int64))
+        scores = np.array([hit["distance"] for hit in hits], np.float32)
+        live = rows >= 0
+        return Ranked(rows[live][:top_k], scores[live][:top_k])
 
-    def search(self, query: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        pairs = self._query(query.tolist(), "vector", self.dense_params, top_k)
-        return np.array([s for _, s in pairs], np.float32), np.array([r for r, _ in pairs], np.int64)
 
-    def keyword(self, query_terms: list[str], top_k: int) -> list[tuple[int, float]]:
+class MilvusDenseSearcher(MilvusSearcher):
+    """`rag.store.search.DenseSearcher` over the collection's vectors."""
+
+    field = "vector"
+
+    def search(self, query_vector: np.ndarray, top_k: int) -> Ranked:
+        return self._query(query_vector.tolist(), _dense_index(self.index.store)[2], top_k)
+
+
+class MilvusKeywordSearcher(MilvusSearcher):
+    """`rag.store.search.KeywordSearcher` through Milvus's BM25 function over the collection's terms."""
+
+    field = "sparse"
+
+    def search(self, query_terms: list[str], top_k: int) -> Ranked:
+        ranked = self._query(_terms_text(query_terms), {}, top_k)
         # Milvus Lite reports BM25 as a negated distance; the order is best first either way
-        return [(row, abs(score)) for row, score in self._query(_terms_text(query_terms), "sparse", {}, top_k)]
+        return Ranked(ranked.rows, np.abs(ranked.scores))

@@ -1,11 +1,15 @@
-"""The terminal progress bar the CLI and the eval suites show while an index is built."""
+"""Progress while an index is built: the (done, total, what) callback, and the terminal bars the
+CLI and the eval suites show."""
 from __future__ import annotations
 
 import sys
+from typing import Callable
+
+Progress = Callable[[int, int, str], None]  # (done, total, what), e.g. (512, 2048, "embedding")
 
 
-def progress_bar():
-    """tqdm bars on stderr, one per stage ("embedding", ...), driven by the store's (done, total, what) callbacks."""
+def progress_bar() -> Progress:
+    """tqdm bars on stderr, one per stage ("embedding", ...), driven by `Progress` callbacks."""
     from tqdm import tqdm
 
     bars = {}

@@ -5,7 +5,7 @@ Ray tasks, their new or changed articles chunked (and stemmed for BM25) by a ``f
 Sanad's own chunker, and
 the chunks, sorted by length (longest first, so a batch pads little), embedded by a pool of
 actors that each hold one `Embedder`. The driver then writes the segment through
-`rag.store.update_index` (its ``prepare`` hook), so the index is the single-process one: the same
+`rag.indexing.update_index` (its ``prepare`` hook), so the index is the single-process one: the same
 chunk table, and vectors equal within bfloat16 rounding. On a cluster the workers need Sanad
 installed and the corpus folder mounted at the same path.
 """
@@ -23,8 +23,10 @@ from rag.arabic import terms
 from rag.chunking import chunk_article
 from rag.config import SanadConfig
 from rag.errors import ConfigError
-from rag.ingest import content_hash, read_files
-from rag.store import EMBED_SLICE, Prepared
+from rag.hashing import content_hash
+from rag.indexing import EMBED_SLICE
+from rag.ingest import read_files
+from rag.store import Prepared
 from rag.types import Article, Chunk, Sentence
 
 

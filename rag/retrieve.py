@@ -25,12 +25,11 @@ class Retriever:
 
     def dense(self, query_vector: np.ndarray, top_k: int) -> list[tuple[int, float]]:
         """(chunk row, cosine) pairs, best first."""
-        scores, rows = self.index.search(query_vector, top_k)
-        return list(zip(rows.tolist(), scores.tolist()))
+        return self.index.search(query_vector, top_k).pairs()
 
     def bm25(self, question: str, top_k: int) -> list[tuple[int, float]]:
         """(chunk row, BM25 score) pairs with a positive score, best first."""
-        return self.index.bm25_search(terms(question), top_k)
+        return self.index.bm25_search(terms(question), top_k).pairs()
 
     def lexical_weight(self, question: str) -> float:
         """Share of the question's terms that occur in the corpus: an English question over

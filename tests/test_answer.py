@@ -116,3 +116,22 @@ def test_a_follow_up_uses_the_previous_turn(seeds_bot):
 def test_stream_yields_the_finished_text_then_the_answer(seeds_bot):
     pieces = list(seeds_bot.stream("من هو المتحدث باسم الكرملين؟"))
     assert len(pieces) == 2 and isinstance(pieces[1], Answer) and pieces[0] == pieces[1].text
+
+
+def test_adaptive_reading_stops_after_the_first_chunk_only_when_sure(seeds_bot):
+    from dataclasses import replace
+
+    from rag.reader import Cascade
+
+    settings = seeds_bot.reader.settings
+    question, figure = "من هو المتحدث باسم الكرملين؟", "How many North Korean troops are in Kursk?"
+    hits, figure_hits = seeds_bot.retrieve(question), seeds_bot.retrieve(figure)
+    try:
+        seeds_bot.reader.settings = replace(settings, cascade=Cascade(first=1, stop_probability=0.0))
+        first = seeds_bot.read(question, question, hits)
+        assert len(first) == 1 and first[0].hit == hits[0]
+        assert len(seeds_bot.read(figure, figure, figure_hits)) == len(figure_hits)  # a figure: other articles may differ
+        seeds_bot.reader.settings = replace(settings, cascade=Cascade(first=1, stop_probability=1.01))
+        assert [r.hit for r in seeds_bot.read(question, question, hits)] == hits
+    finally:
+        seeds_bot.reader.settings = settings

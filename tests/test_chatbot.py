@@ -77,6 +77,17 @@ def test_stream_ends_with_the_answer(seeds_bot, kursk_answer):
     assert parts[-1].citations == kursk_answer.citations
 
 
+def test_the_reader_reads_the_first_read_k_chunks(seeds_bot, seeds_index_copy, config):
+    """``answer.read_k`` below ``retrieve.top_k``: what the answer quotes comes from the chunks read; a
+    question's own ``top_k`` sets both."""
+    bot = ChatBot.from_dir(seeds_bot.corpus, config=config.replace(answer={"read_k": 1}), index_dir=seeds_index_copy)
+    first = bot.retrieve(KURSK_AR)[0].chunk
+    answer = bot.ask(KURSK_AR)
+    assert answer.citations and all(first.start <= c.start < c.end <= first.end and c.article_id == first.article_id
+                                    for c in answer.citations)
+    assert bot.ask(KURSK_AR, top_k=5).to_dict() == seeds_bot.ask(KURSK_AR).to_dict()
+
+
 def test_retrieve_modes(seeds_bot):
     for mode in ("dense", "bm25", "hybrid"):
         hits = seeds_bot.retrieve(KURSK_AR, top_k=3, mode=mode)

@@ -72,6 +72,7 @@ def test_cache_dir_from_the_environment(tmp_path):
     ("SANAD_STORE_INDEX", "HNSW", "store.index must be one of"),
     ("SANAD_ANSWER_MODE", "generative", "answer.mode must be one of extractive, llm"),
     ("SANAD_ANSWER_READER", "tiny", "answer.reader must be one of default, fast; got 'tiny'"),
+    ("SANAD_ANSWER_READ_K", "0", "answer.read_k must be a positive integer, got 0"),
     ("SANAD_RETRIEVE_HYBRID", "maybe", "SANAD_RETRIEVE_HYBRID='maybe' is not a valid bool"),
     ("SANAD_RETRIEVE_TOP_K", "0", "top_k must be >= 1"),
     ("SANAD_RETRIEVE_TOP_K", "50", "top_k must be >= 1 and <= candidates, got 50/30"),
@@ -89,6 +90,7 @@ def test_bad_environment_values_are_config_errors(variable, value, message):
     ("SANAD_STORE_INDEX", "annoy", "store.index", "annoy"),
     ("SANAD_RETRIEVE_TOP_K", "50", "retrieve.top_k", 50),
     ("SANAD_ANSWER_READER", "Fast", "answer.reader", "Fast"),
+    ("SANAD_ANSWER_READ_K", "-1", "answer.read_k", -1),
 ])
 def test_a_config_error_names_the_setting_and_the_value_given(variable, value, setting, given):
     with pytest.raises(ConfigError) as error:

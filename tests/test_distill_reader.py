@@ -91,7 +91,7 @@ def test_an_exported_student_is_read_by_the_reader_as_the_fast_one(fast_root, se
     assert settings["layers"] == 2 and settings["teacher"]["fingerprint"] == reader_fingerprint(READER_DIR)
     reader = Reader(seeds_bot.embedder, folder)
     assert reader.layers == 2 and len(reader._module.encoder.encoder.layer) == 2
-    assert reader._module.encoder.embeddings is seeds_bot.embedder._model[0].auto_model.embeddings
+    assert reader._module.encoder.embeddings is seeds_bot.embedder.model[0].auto_model.embeddings
     assert reader.gates == seeds_bot.answerer.reader.gates  # the teacher's gate, until calibrated
     assert reader.fingerprint != seeds_bot.answerer.reader.fingerprint
     question = "كم عدد الجنود الكوريين الشماليين في كورسك؟"
@@ -118,7 +118,7 @@ def test_a_missing_fast_reader_is_a_model_error_naming_its_folder(tmp_path):
 
 
 def test_the_index_records_the_chosen_readers_fingerprint(config, embedder):
-    from rag.store import manifest_for
+    from rag.indexing import manifest_for
 
     fast = config.replace(answer={"reader": "fast"})
     assert manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim)["answer_model"] == reader_fingerprint()

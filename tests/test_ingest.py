@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag.errors import CorpusError, SanadError
-from rag.ingest import content_hash, read_corpus, read_file, scan_corpus
+from rag.ingest import read_corpus, read_file, scan_corpus
 
 
 def write(path: Path, text: str) -> Path:
@@ -274,18 +273,3 @@ def test_unsupported_file_given_directly(tmp_path):
     path = write(tmp_path / "slides.pptx", "نص")
     with pytest.raises(CorpusError, match=r"slides\.pptx: unsupported file type \.pptx"):
         list(read_file(path, tmp_path))
-
-
-# --- content hash ---------------------------------------------------------------------
-
-def test_content_hash_follows_text_title_date_and_url(seeds_articles):
-    article = seeds_articles[0]
-    original = content_hash(article)
-    assert content_hash(dataclasses.replace(article)) == original
-    for change in ({"text": article.text + " "}, {"title": article.title + "!"}, {"date": "2024-01-01"},
-                   {"url": "https://example.org"}):
-        assert content_hash(dataclasses.replace(article, **change)) != original, change
-
-
-def test_content_hash_differs_between_seeds(seeds_articles):
-    assert len({content_hash(a) for a in seeds_articles}) == len(seeds_articles)

@@ -1,25 +1,31 @@
 """store.backend = "milvus": real Milvus Lite (a file in the index folder) gives FAISS's retrieval.
 
-One seeds index is built per module with the Milvus backend (~10 s); the comparison runs over
-the first questions of the seed gold set, hybrid retrieval as `ChatBot.retrieve` does it.
+One seeds index is built per module with the Milvus backend and Milvus's BM25 (``store.keyword =
+"milvus"``, ~10 s); the comparison runs over the first questions of the seed gold set, hybrid
+retrieval as `ChatBot.retrieve` does it.
 """
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from eval import SEEDS_GOLD
+from rag.arabic import terms
 from rag.chatbot import ChatBot
 from rag.config import load_config
 from rag.errors import ConfigError
+from rag.indexing import manifest_for, update_index
 from rag.milvus import client
-from rag.store import manifest_for, open_index, update_index
+from rag.store import open_index
+from rag.store.opening import load_version
+from rag.store.versions import read_manifest
 
 
 @pytest.fixture(scope="module")
 def milvus_config(config):
-    return config.replace(store={"backend": "milvus"})
+    return config.replace(store={"backend": "milvus", "keyword": "milvus"})
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +66,32 @@ def test_updates_reach_milvus_and_a_reopened_index_searches_it(milvus_bot, milvu
     assert report.removed == 1
     reopened = open_index(index_dir, manifest_for(milvus_config, embedder.model_id, embedder.fingerprint, embedder.dim))
     vector = embedder.encode_queries(["كم عدد الجنود الكوريين الشماليين في كورسك؟"])[0]
-    scores, rows = reopened.search(vector, len(reopened))
+    rows = reopened.search(vector, len(reopened)).rows
     assert len(rows) == len(reopened) == len(index)  # every live chunk once, none of the deleted article's
     assert {reopened.chunk(int(r)).article_id for r in rows} == {a.id for a in kept}
     rows = client(str(index_dir / "milvus.db")).query(reopened.manifest["milvus_collection"], filter="key >= 0",
                                                       output_fields=["count(*)"])
     assert rows[0]["count(*)"] == len(reopened)  # the deleted article's rows are gone from Milvus too
+
+
+@pytest.mark.service
+def test_bm25_stays_local_unless_milvus_is_chosen_for_it(milvus_bot, seeds_bot, gold_questions):
+    version, manifest = read_manifest(milvus_bot.index_dir)
+    local = load_version(milvus_bot.index_dir, version, {**manifest, "store": {**manifest["store"], "keyword": "local"}})
+    vectors = seeds_bot.embedder.encode_queries(gold_questions[:10])
+    for question, vector in zip(gold_questions, vectors):
+        query_terms = terms(question)
+        assert local.bm25_search(query_terms, 30).pairs() == seeds_bot.index.bm25_search(query_terms, 30).pairs()
+        assert local.search(vector, 5).pairs() == milvus_bot.index.search(vector, 5).pairs()  # dense: still Milvus
+    query_terms = terms(gold_questions[0])
+    served, own = milvus_bot.index.bm25_search(query_terms, 5), local.bm25_search(query_terms, 5)
+    assert len(served) and not np.allclose(served.scores, own.scores)  # Milvus scores on its own scale
+
+
+def test_milvus_keyword_search_needs_the_milvus_backend():
+    with pytest.raises(ConfigError, match="store.keyword 'milvus' needs store.backend 'milvus'.*'faiss'"):
+        load_config(env={"SANAD_STORE_KEYWORD": "milvus"})
+    assert load_config(env={"SANAD_STORE_BACKEND": "milvus"}).store.keyword == "local"
 
 
 def test_unknown_backend_is_a_config_error():

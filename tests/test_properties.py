@@ -24,7 +24,8 @@ from rag.arabic import (
 from rag.chunking import chunk_article, token_counter
 from rag.config import ChunkConfig
 from rag.errors import CorpusError
-from rag.ingest import content_hash, read_corpus, read_file, scan_corpus
+from rag.hashing import content_hash
+from rag.ingest import read_corpus, read_file, scan_corpus
 from rag.types import Article
 
 QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]

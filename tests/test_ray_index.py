@@ -13,7 +13,8 @@ import pytest
 
 from rag.chatbot import default_index_dir
 from rag.config import REPO_ROOT
-from rag.store import manifest_for, open_index
+from rag.indexing import manifest_for
+from rag.store import open_index
 
 pytestmark = pytest.mark.service
 

@@ -3,6 +3,7 @@ the shared embedding layer, precision, and how the index notices a changed reade
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_spans_are_exact_article_offsets(seeds_bot, reader):
 
 
 def test_the_reader_shares_the_embedders_embedding_layer(seeds_bot, reader):
-    assert reader._module.encoder.embeddings is seeds_bot.embedder._model[0].auto_model.embeddings
+    assert reader._module.encoder.embeddings is seeds_bot.embedder.model[0].auto_model.embeddings
     assert not any(p.is_meta for p in reader._module.parameters())
 
 
@@ -84,7 +85,7 @@ def test_the_int8_reader_quantizes_only_its_own_layers_and_reads_exact_spans(see
     int8 = Reader(seeds_bot.embedder, precision="int8")
     linears = [m for m in int8._module.encoder.encoder.modules() if type(m).__name__ == "Linear"]
     assert len(linears) == 12 * 6 and all("quantized" in type(m).__module__ for m in linears)  # all 72 quantized
-    assert int8._module.encoder.embeddings is seeds_bot.embedder._model[0].auto_model.embeddings
+    assert int8._module.encoder.embeddings is seeds_bot.embedder.model[0].auto_model.embeddings
     assert isinstance(int8._module.span, torch.nn.Linear) and int8._module.span.weight.dtype == torch.float32
     assert all(type(m) is torch.nn.Linear for m in reader._module.encoder.encoder.modules() if type(m).__name__ == "Linear")
     question = "How many North Korean troops are in Kursk?"
@@ -105,8 +106,9 @@ def test_an_unknown_precision_is_a_clear_error(seeds_bot):
 
 
 def test_the_index_records_the_reader_and_rebuilds_when_it_changes(seeds_index_copy, seeds_index, embedder, config):
-    from rag.store import manifest_for, open_index
     from rag.errors import IndexMismatchError
+    from rag.indexing import manifest_for
+    from rag.store import open_index
 
     assert seeds_index.manifest["answer_model"] == reader_fingerprint()
     expected = manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim)
@@ -125,6 +127,21 @@ def test_a_damaged_reader_folder_is_a_clear_model_error(tmp_path, embedder):
     (tmp_path / "reader" / "reader.safetensors").unlink()
     with pytest.raises(ModelError, match="reader"):
         Reader(embedder, tmp_path / "reader")
+
+
+def test_reader_settings_are_read_once_and_every_one_is_required(tmp_path):
+    """What the answer decides with comes from reader.json, never from a default that disagrees with it."""
+    from rag.reader import CONFIG_FILE, READER_DIR, ReaderSettings
+
+    shipped = json.loads((READER_DIR / CONFIG_FILE).read_text(encoding="utf-8"))
+    settings = ReaderSettings.read(READER_DIR)
+    assert (settings.rival_margin, settings.rival_logit_margin, settings.second_quote_margin) == (
+        shipped["rival_margin"], shipped["rival_logit_margin"], shipped["second_quote_margin"])
+    assert settings.claim_weights == shipped["claim_weights"] and settings.layers == shipped.get("layers", 12)
+    del shipped["rival_margin"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(shipped), encoding="utf-8")
+    with pytest.raises(ModelError, match=re.escape(str(tmp_path / CONFIG_FILE)) + ".*rival_margin"):
+        ReaderSettings.read(tmp_path)
 
 
 def test_a_span_grows_to_whole_words_and_sheds_edge_punctuation():

@@ -18,9 +18,11 @@ import pytest
 
 from rag import __version__
 from rag.errors import IndexMismatchError, SanadError, StoreError
-from rag.ingest import content_hash, read_corpus
+from rag.hashing import content_hash
+from rag.indexing import apply_change, manifest_for, update_index
+from rag.ingest import read_corpus
 from rag import store
-from rag.store import FORMAT_VERSION, build_faiss, manifest_for, open_index, update_index
+from rag.store import FORMAT_VERSION, build_faiss, open_index
 from rag.types import Article
 
 KURSK_AR = "كم عدد الجنود الكوريين الشماليين في كورسك؟"
@@ -79,8 +81,8 @@ def faiss_total(index) -> int:
 
 
 def top_article(index, embedder, question: str) -> str:
-    scores, rows = index.search(embedder.encode_queries([question])[0], 1)
-    return index.chunk(int(rows[0])).article_id
+    ranked = index.search(embedder.encode_queries([question])[0], 1)
+    return index.chunk(int(ranked.rows[0])).article_id
 
 
 @pytest.fixture(scope="session")
@@ -166,9 +168,9 @@ def test_save_load_search_gives_the_same_hits(seeds_bot, seeds_index, config, em
     assert [reopened.chunk(r) for r in range(len(reopened))] == [seeds_index.chunk(r) for r in range(len(seeds_index))]
     for vector in question_vectors.values():
         before, after = seeds_index.search(vector, 5), reopened.search(vector, 5)
-        assert len(after[1]) == 5
-        np.testing.assert_array_equal(after[1], before[1])
-        np.testing.assert_array_equal(after[0], before[0])
+        assert len(after.rows) == 5
+        np.testing.assert_array_equal(after.rows, before.rows)
+        np.testing.assert_array_equal(after.scores, before.scores)
     from rag.arabic import terms
 
     query_terms = terms(KURSK_AR)
@@ -177,14 +179,48 @@ def test_save_load_search_gives_the_same_hits(seeds_bot, seeds_index, config, em
 
 def test_search_finds_a_chunk_from_its_own_text(seeds_index, embedder):
     row = 7
-    scores, rows = seeds_index.search(embedder.encode_queries([seeds_index.chunk(row).text])[0], 3)
-    assert rows[0] == row
-    assert list(scores) == sorted(scores, reverse=True)
+    ranked = seeds_index.search(embedder.encode_queries([seeds_index.chunk(row).text])[0], 3)
+    assert ranked.rows[0] == row
+    assert list(ranked.scores) == sorted(ranked.scores, reverse=True)
 
 
 def test_search_top_k_larger_than_the_index(seeds_index, question_vectors):
-    scores, rows = seeds_index.search(question_vectors[KURSK_AR], 10_000)
-    assert sorted(rows.tolist()) == list(range(len(seeds_index)))
+    ranked = seeds_index.search(question_vectors[KURSK_AR], 10_000)
+    assert sorted(ranked.rows.tolist()) == list(range(len(seeds_index)))
+
+
+def test_dense_and_keyword_search_give_one_result_type(seeds_index, question_vectors):
+    from rag.arabic import terms
+
+    dense = seeds_index.search(question_vectors[KURSK_AR], 5)
+    keyword = seeds_index.bm25_search(terms(KURSK_AR), 5)
+    for ranked in (dense, keyword):
+        assert isinstance(ranked, store.Ranked) and len(ranked) == 5
+        assert ranked.rows.dtype == np.int64 and ranked.scores.dtype == np.float32
+        assert list(ranked.scores) == sorted(ranked.scores, reverse=True)
+        assert ranked.pairs() == list(zip(ranked.rows.tolist(), ranked.scores.tolist()))
+    assert all(keyword.scores > 0)
+    scores = seeds_index.bm25_scores(terms(KURSK_AR))
+    np.testing.assert_array_equal(keyword.scores, scores[keyword.rows])
+
+
+def test_the_index_searches_through_faiss_and_local_bm25_by_default(seeds_index, question_vectors):
+    from rag.arabic import terms
+
+    faiss_ranked = store.FaissSearcher(seeds_index).search(question_vectors[KURSK_AR], 5)
+    bm25_ranked = store.BM25Searcher(seeds_index).search(terms(KURSK_AR), 5)
+    assert faiss_ranked.pairs() == seeds_index.search(question_vectors[KURSK_AR], 5).pairs()
+    assert bm25_ranked.pairs() == seeds_index.bm25_search(terms(KURSK_AR), 5).pairs()
+
+
+def test_an_index_opened_for_its_texts_only_cannot_be_searched(seeds_bot, seeds_index, question_vectors):
+    version, manifest = store.versions.read_manifest(seeds_bot.index_dir)
+    texts = store.opening.load_version(seeds_bot.index_dir, version, manifest, search=False)
+    assert [a.text for a in texts.articles] == [a.text for a in seeds_index.articles]
+    with pytest.raises(StoreError, match="opened for its texts only"):
+        texts.search(question_vectors[KURSK_AR], 5)
+    with pytest.raises(StoreError, match="opened for its texts only"):
+        texts.bm25_search(["كورسك"], 5)
 
 
 # --- incremental updates -------------------------------------------------------------------
@@ -260,8 +296,8 @@ def test_deleting_one_article_removes_its_chunks(seeds_index_copy, seeds_article
     assert len(index) == len(seeds_index) - len(article_rows(seeds_index, removed_id))
     assert segment_dirs(seeds_index_copy) == [s.name for s in seeds_index.segments]  # nothing rewritten
     assert {index.chunk(row).article_id for row in range(len(index))} == set(index.article_hashes()) - {removed_id}
-    scores, rows = index.search(embedder.encode_queries([seeds_index.article(removed_id).text[:300]])[0], len(index))
-    assert all(index.chunk(int(row)).article_id != removed_id for row in rows)
+    ranked = index.search(embedder.encode_queries([seeds_index.article(removed_id).text[:300]])[0], len(index))
+    assert all(index.chunk(int(row)).article_id != removed_id for row in ranked.rows)
 
 
 def test_two_articles_with_one_id_are_refused(tmp_path, config, embedder):
@@ -355,7 +391,7 @@ def test_failed_write_keeps_the_current_version(seeds_index_copy, seeds_articles
     reopened = open_index(seeds_index_copy, expected_manifest(config, embedder))
     assert "new.txt" not in reopened
     after = reopened.search(vector, 5)
-    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_array_equal(after.rows, before.rows)
     monkeypatch.undo()
     _, report = update_index(seeds_index_copy, seeds_articles + [new], embedder, config)  # and it recovers
     assert (report.added, report.unchanged) == (1, 5)
@@ -458,7 +494,7 @@ def test_merges_expunge_tombstones_and_keep_every_live_chunk(tmp_path, config, e
     assert set(index.article_hashes()) == {TINY[1].id, TINY[2].id}
     assert {index.chunk(row).article_id for row in range(len(index))} == {TINY[1].id, TINY[2].id}
     assert top_article(index, embedder, "كم كتابا في مكتبة الزيتون؟") == "library.txt"
-    assert index.bm25_search(["كورسك"], 5) == [] and index.lexical_coverage(["كورسك"]) == 0.0
+    assert len(index.bm25_search(["كورسك"], 5)) == 0 and index.lexical_coverage(["كورسك"]) == 0.0
 
 
 def test_a_reader_keeps_its_version_while_an_update_replaces_it(tiny_index_dir, config, embedder, monkeypatch):
@@ -512,12 +548,12 @@ def test_a_change_reuses_every_untouched_segment_and_shares_its_tables(tiny_inde
     before = open_index(tiny_index_dir, expected_manifest(config, embedder))
     new = Article("x.txt", "x.txt", "خبر", "وصل وفد تجاري إلى ميناء اللاذقية صباح الأحد.")
     spy = SpyEmbedder(embedder)
-    added, report = store.apply_change(tiny_index_dir, store.Change(upsert=(new,)), spy, config, index=before)
+    added, report = apply_change(tiny_index_dir, store.Change(upsert=(new,)), spy, config, index=before)
     assert (report.added, report.changed, report.removed, report.unchanged) == (1, 0, 0, len(TINY))
     assert spy.passages and all("اللاذقية" in text for text in spy.passages)
     assert added.parts[0] is before.parts[0]  # opened once: not read again after the switch
     assert sorted(p.name for p in added.path.iterdir()) == ["manifest.json"]  # a version is its manifest
-    removed, report = store.apply_change(tiny_index_dir, store.Change(remove=("kursk.txt",)), spy, config, index=added)
+    removed, report = apply_change(tiny_index_dir, store.Change(remove=("kursk.txt",)), spy, config, index=added)
     assert (report.removed, report.unchanged) == (1, len(TINY))
     assert "kursk.txt" not in removed and "x.txt" in removed and removed.article_count == len(TINY)
     assert removed.parts[1] is added.parts[1]  # the new article's segment has no new tombstone
@@ -532,8 +568,8 @@ def test_a_change_reuses_every_untouched_segment_and_shares_its_tables(tiny_inde
 def test_a_change_to_nothing_keeps_the_version(tiny_index_dir, config, embedder):
     before = open_index(tiny_index_dir, expected_manifest(config, embedder))
     version = os.readlink(tiny_index_dir / "current")
-    index, report = store.apply_change(tiny_index_dir, store.Change(upsert=(TINY[0],), remove=("never.txt",)),
-                                       embedder, config, index=before)
+    index, report = apply_change(tiny_index_dir, store.Change(upsert=(TINY[0],), remove=("never.txt",)),
+                                 embedder, config, index=before)
     assert index is before and os.readlink(tiny_index_dir / "current") == version
     assert (report.added, report.changed, report.removed, report.unchanged) == (0, 0, 0, len(TINY))
 
@@ -546,7 +582,7 @@ def test_files_table_parts_stay_few_and_read_back_whole(tiny_index_dir, config, 
             files[f"f{number - 1}.txt"] = None  # a file gone
         for path, entry in files.items():
             expected.pop(path, None) if entry is None else expected.update({path: entry})
-        index, _ = store.apply_change(tiny_index_dir, store.Change(files=files), embedder, config, index=index)
+        index, _ = apply_change(tiny_index_dir, store.Change(files=files), embedder, config, index=index)
         assert store.files_table(tiny_index_dir) == expected
     parts = index.manifest["files"]
     assert len(parts) <= 6 and sum(part["entries"] for part in parts) <= 2 * len(expected) + 6
@@ -557,7 +593,7 @@ def test_files_table_parts_stay_few_and_read_back_whole(tiny_index_dir, config, 
 def test_a_change_to_an_index_built_differently_is_refused(tiny_index_dir, config, embedder):
     other = config.replace(chunk={"chunk_tokens": 96})
     with pytest.raises(IndexMismatchError, match="chunking"):
-        store.apply_change(tiny_index_dir, store.Change(remove=("kursk.txt",)), embedder, other)
+        apply_change(tiny_index_dir, store.Change(remove=("kursk.txt",)), embedder, other)
 
 
 def test_articles_are_found_by_id_and_listed_by_position(seeds_index, seeds_articles):

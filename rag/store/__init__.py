@@ -23,6 +23,12 @@ Layout of an index folder::
              faiss.index             the segment's FAISS index (backend "faiss")
       .lock, .tmp-*                  the writers' lock; leftovers of an interrupted write
 
+The store keeps what it is given: an update is handed the manifest the index must agree with and
+a ``prepare`` that chunks and embeds the articles it finds new or changed (`rag.indexing` makes
+both from the model and the config), and an opened version is handed the searchers its store
+settings choose (`rag.store.search`: FAISS or Milvus for dense search, BM25 over the segments or
+Milvus for keyword search), each returning chunk rows and scores best first (`Ranked`).
+
 An update writes one new segment with the added and changed articles, marks the deleted and
 changed ones dead in their old segments, merges segments when `MERGE_FACTOR` of one size tier
 have piled up (or a segment is mostly dead), writes a new version folder and switches ``current``
@@ -31,18 +37,19 @@ removal) costs what changed, not the corpus: ids are found by binary search, unt
 keep their tombstones and their opened state, and the files table grows by a part. A crash at any
 point leaves the old version or the new one as ``current``; leftovers are removed on the next
 open or update. A reader keeps the version it opened (its files stay mapped even once removed).
-An index built with another model or other settings is detected from its manifest and rebuilt.
+An index built other than the manifest expects (another model, other settings) is rebuilt.
 """
 from __future__ import annotations
 
-from rag.store.index import ArticleList, FaissSearcher, Index, LiveSegment
-from rag.store.opening import FORMAT_VERSION, files_entry, files_table, manifest_for, mismatch, open_index
+from rag.store.index import ArticleList, Index, LiveSegment
+from rag.store.opening import FORMAT_VERSION, files_entry, files_table, mismatch, open_index
+from rag.store.search import BM25Searcher, DenseSearcher, FaissSearcher, KeywordSearcher, Ranked
 from rag.store.segment import Prepared, Segment, build_faiss
-from rag.store.update import (EMBED_SLICE, MERGE_FACTOR, Change, Progress, UpdateReport, apply_change, embed_texts,
-                              plan_merges, prepare_articles, update_index)
+from rag.store.update import (MERGE_FACTOR, Change, Prepare, UpdateReport, apply_change, plan_merges,
+                              update_index)
 from rag.store.versions import clean
 
-__all__ = ["ArticleList", "Change", "EMBED_SLICE", "FORMAT_VERSION", "FaissSearcher", "Index", "LiveSegment",
-           "MERGE_FACTOR", "Prepared", "Progress", "Segment", "UpdateReport", "apply_change", "build_faiss", "clean",
-           "embed_texts", "files_entry", "files_table", "manifest_for", "mismatch", "open_index", "plan_merges",
-           "prepare_articles", "update_index"]
+__all__ = ["ArticleList", "BM25Searcher", "Change", "DenseSearcher", "FORMAT_VERSION", "FaissSearcher", "Index",
+           "KeywordSearcher", "LiveSegment", "MERGE_FACTOR", "Prepare", "Prepared", "Ranked", "Segment",
+           "UpdateReport", "apply_change", "build_faiss", "clean", "files_entry", "files_table", "mismatch",
+           "open_index", "plan_merges", "update_index"]

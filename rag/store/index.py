@@ -1,5 +1,6 @@
 """An opened, read-only index version: its live chunks numbered 0..n-1 across segments, the
-articles and sentences they point into, and dense (FAISS) and BM25 search over them."""
+articles and sentences they point into, and dense and keyword search over them through the
+searchers it is given (`rag.store.search`)."""
 from __future__ import annotations
 
 import functools
@@ -11,6 +12,8 @@ import numpy as np
 
 from rag import bm25
 from rag.config import StoreConfig
+from rag.errors import StoreError
+from rag.store.search import DenseFactory, KeywordFactory, Ranked
 from rag.store.segment import Segment, id_keys
 from rag.types import Article, Chunk, Sentence
 
@@ -67,9 +70,11 @@ class LiveSegment:
 
 
 class Index:
-    """An opened, read-only index version. Chunk rows 0..len-1 number its live chunks."""
+    """An opened, read-only index version. Chunk rows 0..len-1 number its live chunks. ``dense`` and
+    ``keyword`` make its searchers from it; an index opened for its texts only has none."""
 
-    def __init__(self, path: Path, manifest: dict, parts: list[LiveSegment], searcher=None):
+    def __init__(self, path: Path, manifest: dict, parts: list[LiveSegment], dense: DenseFactory | None = None,
+                 keyword: KeywordFactory | None = None):
         self.path = path
         self.manifest = manifest
         self.parts = parts
@@ -83,8 +88,9 @@ class Index:
         self._article_starts = np.concatenate([[0], np.cumsum([p.articles for p in parts])]).astype(np.int64)
         self._scorer = bm25.Scorer([bm25.Part(p.segment.postings, p.live, p.ranks, int(base), p.bm25_documents,
                                               p.bm25_length) for p, base in zip(parts, self._starts)])
-        self._searcher = searcher or FaissSearcher(self)
         self._articles_cache: dict[tuple[int, int], Article] = {}
+        self._dense = dense(self) if dense else None  # last: a searcher may read the index it is given
+        self._keyword = keyword(self) if keyword else None
 
     def __len__(self) -> int:
         return self._size
@@ -188,12 +194,13 @@ class Index:
 
     # --- search
 
-    def search(self, query_vector: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Dense search: (scores, chunk rows), best first, at most ``top_k``."""
+    def search(self, query_vector: np.ndarray, top_k: int) -> Ranked:
+        """Dense search: at most ``top_k`` chunk rows and their cosines, best first."""
+        searcher = self._searchable(self._dense)
         top_k = min(top_k, self._size)
         if top_k <= 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        return self._searcher.search(np.ascontiguousarray(query_vector, dtype=np.float32), top_k)
+            return Ranked.empty()
+        return searcher.search(np.ascontiguousarray(query_vector, dtype=np.float32), top_k)
 
     def exact_search(self, query_vectors: np.ndarray, top_k: int) -> np.ndarray:
         """(q, top_k) chunk rows by exact inner product over the stored vectors (recall checks)."""
@@ -202,7 +209,7 @@ class Index:
         for number, segment in enumerate(self.segments):
             for at in range(0, len(segment), 65536):
                 scores = query_vectors @ np.asarray(segment.vectors[at:at + 65536], np.float32).T
-                rows = self._to_global(number, np.arange(at, at + scores.shape[1]))
+                rows = self.global_rows(number, np.arange(at, at + scores.shape[1]))
                 scores[:, rows < 0] = -np.inf
                 best_scores = np.concatenate([best_scores, scores], axis=1)
                 best_rows = np.concatenate([best_rows, np.broadcast_to(rows, scores.shape)], axis=1)
@@ -211,11 +218,18 @@ class Index:
                 best_rows = np.take_along_axis(best_rows, keep, 1)
         return best_rows
 
-    def bm25_search(self, query_terms: list[str], top_k: int) -> list[tuple[int, float]]:
-        """(chunk row, BM25 score) pairs with a positive score, best first."""
+    def bm25_search(self, query_terms: list[str], top_k: int) -> Ranked:
+        """Keyword search: at most ``top_k`` chunk rows with a positive BM25 score, best first."""
+        searcher = self._searchable(self._keyword)
         if not query_terms or self._size == 0:
-            return []
-        return self._searcher.keyword(query_terms, top_k)
+            return Ranked.empty()
+        return searcher.search(query_terms, top_k)
+
+    def _searchable(self, searcher):
+        """``searcher``, or a `StoreError` for an index opened for its texts only."""
+        if searcher is None:
+            raise StoreError(f"the index at {self.path} was opened for its texts only and cannot be searched")
+        return searcher
 
     def bm25_scores(self, query_terms: list[str]) -> np.ndarray:
         """BM25 score of every chunk row, from the local postings."""
@@ -225,7 +239,7 @@ class Index:
         """Share of the query's terms that occur in at least one live chunk."""
         return self._scorer.coverage(query_terms)
 
-    def _to_global(self, number: int, local_rows: np.ndarray) -> np.ndarray:
+    def global_rows(self, number: int, local_rows: np.ndarray) -> np.ndarray:
         """Global rows of a segment's local chunk rows (-1 for a dead chunk)."""
         ranks = self.parts[number].ranks
         if ranks is None:
@@ -240,7 +254,7 @@ class Index:
             order = segment.key_order
             at = np.minimum(np.searchsorted(segment.keys[order], keys), len(segment) - 1)
             found = (segment.keys[order[at]] == keys) & (rows < 0)
-            rows[found] = self._to_global(number, order[at[found]])
+            rows[found] = self.global_rows(number, order[at[found]])
         return rows
 
 
@@ -263,41 +277,6 @@ class ArticleList(Sequence):
         starts = self._index._article_starts
         number = int(np.searchsorted(starts, item, side="right")) - 1
         return self._index._article(number, int(self._index.parts[number].alive_rows[item - int(starts[number])]))
-
-
-class FaissSearcher:
-    """Dense search over every segment's FAISS index, deleted chunks filtered out; BM25 locally."""
-
-    def __init__(self, index: Index):
-        self.index = index
-        self.params = [part.search_parameters for part in index.parts]  # made once per segment and tombstones
-
-    def search(self, query: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        all_scores, all_rows = [], []
-        for number, segment in enumerate(self.index.segments):
-            if segment.faiss_index is None or not segment.faiss_index.ntotal:
-                continue
-            scores, rows = segment.faiss_index.search(query[None, :], min(top_k, segment.faiss_index.ntotal),
-                                                      params=self.params[number])
-            keep = rows[0] >= 0
-            all_scores.append(scores[0][keep])
-            all_rows.append(self.index._to_global(number, rows[0][keep]))
-        return _best(np.concatenate(all_scores or [np.zeros(0, np.float32)]),
-                     np.concatenate(all_rows or [np.zeros(0, np.int64)]), top_k)
-
-    def keyword(self, query_terms: list[str], top_k: int) -> list[tuple[int, float]]:
-        scores = self.index.bm25_scores(query_terms)
-        top_k = min(top_k, len(scores))
-        rows = np.argpartition(-scores, top_k - 1)[:top_k]
-        rows = rows[np.argsort(-scores[rows], kind="stable")]
-        return [(int(row), float(scores[row])) for row in rows if scores[row] > 0]
-
-
-def _best(scores: np.ndarray, rows: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``top_k`` best (score, row) pairs, ties broken by row."""
-    rows = rows[rows >= 0] if len(rows) else rows
-    order = np.lexsort((rows, -scores))[:top_k]
-    return scores[order].astype(np.float32), rows[order].astype(np.int64)
 
 
 def _search_parameters(config: StoreConfig, selector):

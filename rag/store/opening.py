@@ -1,39 +1,27 @@
-"""Opening a version: the manifest an index must agree with (model, settings, reader), the check
-that names what differs, and the segments and tombstones loaded into an `Index`."""
+"""Opening a version: the check that it agrees with the manifest the caller expects (naming what
+differs), the segments and tombstones loaded into an `Index`, and the searchers its store settings
+choose handed to it."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
-from rag.config import SanadConfig, StoreConfig
+from rag.config import StoreConfig
 from rag.errors import IndexMismatchError, StoreError
-from rag.reader import reader_fingerprint, reader_folder
 from rag.store.index import Index, LiveSegment
+from rag.store.search import BM25Searcher, DenseFactory, FaissSearcher, KeywordFactory
 from rag.store.segment import Segment, tune
 from rag.store.versions import TABLES, clean, read_manifest
 
 FORMAT_VERSION = 3  # 2: segments and tombstones, no sentence vectors; 3: id lookups, shared tables
 
 
-def manifest_for(config: SanadConfig, model_id: str, fingerprint: str, dim: int) -> dict:
-    """What an index must agree with to be reused: every key here is compared by `mismatch`."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "embedding_model": model_id,
-        "embedding_fingerprint": fingerprint,
-        "dim": dim,
-        "chunking": dataclasses.asdict(config.chunk),
-        "store": dataclasses.asdict(config.store),
-        "answer_model": reader_fingerprint(reader_folder(config.answer.reader)),  # the reader decides how long a chunk it can read
-    }
-
-
 def open_index(index_dir: Path, expected: dict) -> Index:
-    """Open ``index_dir/current``; raise `IndexMismatchError` if it was built differently."""
+    """Open ``index_dir/current``; raise `IndexMismatchError` if it was built differently from
+    ``expected`` (the manifest the caller would write: `rag.indexing.manifest_for`)."""
     index_dir = Path(index_dir)
     clean(index_dir)
     for attempt in range(3):  # a writer may switch versions and remove the old one while we read
@@ -101,36 +89,46 @@ def _parsed_part(path: str) -> dict:
 
 def load_version(index_dir: Path, version: Path, manifest: dict, search: bool = True, reuse: Index | None = None) -> Index:
     """Open a version's segments and tombstones; those ``reuse`` (an open version) already has
-    (same segment, same tombstones) are taken from it, not read again."""
+    (same segment, same tombstones) are taken from it, not read again. Without ``search``, only its
+    texts and tables are opened (no FAISS index, no Milvus) and it cannot be searched."""
     try:
         store = StoreConfig(**manifest["store"])
-        dense = search and store.backend == "faiss"
+        faiss = search and store.backend == "faiss"
         known = {(part.segment.name, part.dead_name): part for part in (reuse.parts if reuse else [])}
         tables = index_dir / TABLES if manifest.get("format_version", 0) >= 3 else version
         parts = []
         for entry in manifest["segments"]:
             part = known.get((entry["name"], entry.get("dead")))
             if part is None:
-                segment = Segment(index_dir / "segments" / entry["name"], dense)
-                if dense:
+                segment = Segment(index_dir / "segments" / entry["name"], faiss)
+                if faiss:
                     tune(segment.faiss_index, store)
                 dead = np.load(tables / entry["dead"]) if entry.get("dead") else None
                 part = LiveSegment(segment, entry.get("dead"), dead, store)
             parts.append(part)
-        index = Index(version, manifest, parts, searcher=None if dense else _NoSearch())
-        if search and not dense:
-            from rag.milvus import MilvusSearcher
-
-            index._searcher = MilvusSearcher(index, index_dir)
+        if not search:
+            return Index(version, manifest, parts)
+        return Index(version, manifest, parts, dense=_dense_searcher(store, index_dir),
+                     keyword=_keyword_searcher(store, index_dir))
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise StoreError(f"the index at {index_dir} is damaged ({exc}); delete the folder to rebuild it") from exc
-    return index
 
 
-class _NoSearch:
-    def search(self, query, top_k):
-        raise StoreError("this index was opened for its texts only")
+def _dense_searcher(store: StoreConfig, index_dir: Path) -> DenseFactory:
+    """``store.backend``: the segments' FAISS indexes, or the Milvus collection."""
+    if store.backend == "milvus":
+        from rag.milvus import MilvusDenseSearcher
 
-    keyword = search
+        return functools.partial(MilvusDenseSearcher, index_dir=index_dir)
+    return FaissSearcher
+
+
+def _keyword_searcher(store: StoreConfig, index_dir: Path) -> KeywordFactory:
+    """``store.keyword``: BM25 over the segments' postings, or Milvus's BM25 over the same terms."""
+    if store.keyword == "milvus":
+        from rag.milvus import MilvusKeywordSearcher
+
+        return functools.partial(MilvusKeywordSearcher, index_dir=index_dir)
+    return BM25Searcher

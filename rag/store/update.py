@@ -1,5 +1,6 @@
-"""An update: compare the articles with the current version, embed only what is new or changed,
-write one new segment and the tombstones, merge segments by size tier, and switch versions."""
+"""An update: compare the articles with the current version, have only the new and changed ones
+prepared (chunked and embedded by the caller's ``prepare``), write one new segment and the
+tombstones, merge segments by size tier, and switch versions."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,22 +14,20 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from rag.chunking import chunk_article
-from rag.config import SanadConfig, StoreConfig
+from rag.config import StoreConfig
 from rag.errors import IndexMismatchError, StoreError
-from rag.ingest import content_hash
+from rag.hashing import content_hash
 from rag.store.index import Index
-from rag.store.opening import files_table, load_version, manifest_for, open_index, read_files_part
+from rag.store.opening import files_table, load_version, open_index, read_files_part
 from rag.store.segment import Prepared, Segment, merged_data, segment_data, write_segment
 from rag.store.versions import array_bytes, clean_locked, locked, prune, read_manifest, write_version
 from rag.types import Article
 from rag.version import __version__
 
-EMBED_SLICE = 512  # texts per encode call: large enough for length-sorted batches, small enough to show progress
 MERGE_FACTOR = 8  # this many segments of one size tier are merged into one
 TIER_CHUNKS = 1024  # segments under this many chunks share the smallest tier
 EXPUNGE_SHARE = 0.3  # a segment with this share of dead chunks is rewritten without them
-Progress = Callable[[int, int, str], None]  # (done, total, what)
+Prepare = Callable[[list[Article]], list[Prepared]]  # chunks and embeds the new and changed articles
 
 
 @dataclass(frozen=True)
@@ -42,20 +41,6 @@ class UpdateReport:
     merged: int = 0  # segments merged into others by this update
 
 
-def prepare_articles(articles: list[Article], embedder, config: SanadConfig, progress: Progress | None = None) -> list[Prepared]:
-    """Chunk and embed articles in this process (one length sort over all their chunks)."""
-    chunked = [(article, chunk_article(article, config.chunk)) for article in articles]
-    texts = [chunk.text for _, chunks in chunked for chunk in chunks]
-    if progress:
-        progress(0, len(texts), "embedding")
-    vectors = embed_texts(embedder, texts, progress)
-    prepared, at = [], 0
-    for article, chunks in chunked:
-        prepared.append(Prepared(article, content_hash(article), tuple(chunks), vectors[at:at + len(chunks)]))
-        at += len(chunks)
-    return prepared
-
-
 @dataclass(frozen=True)
 class Change:
     """An update given as what changed (an upload, a removal): articles to add or replace (one whose
@@ -67,35 +52,32 @@ class Change:
     files: dict = dataclasses.field(default_factory=dict)
 
 
-def apply_change(index_dir: Path, change: Change, embedder, config: SanadConfig, progress: Progress | None = None,
-                 *, index: Index | None = None, prepare: Callable | None = None) -> tuple[Index, UpdateReport]:
-    """Apply ``change`` to the current version. Its cost follows the change, not the corpus: ids are
+def apply_change(index_dir: Path, change: Change, expected: dict, prepare: Prepare, *,
+                 index: Index | None = None) -> tuple[Index, UpdateReport]:
+    """Apply ``change`` to the current version, built as ``expected`` says (the manifest to agree
+    with and write; else `IndexMismatchError`). Its cost follows the change, not the corpus: ids are
     found by binary search in each segment, ``index`` (the caller's open version, if still current)
     is not opened again, and only new segments and tombstones are read after the switch."""
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    expected = manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim)
     with locked(index_dir):
         clean_locked(index_dir)
         old = _current(index_dir, expected, index)
-        return _apply(index_dir, old, expected, list(change.upsert), list(change.remove), change.files, config,
-                      prepare or (lambda fresh: prepare_articles(fresh, embedder, config, progress)))
+        return _apply(index_dir, old, expected, list(change.upsert), list(change.remove), change.files, prepare)
 
 
-def update_index(index_dir: Path, articles: list[Article], embedder, config: SanadConfig,
-                 progress: Progress | None = None, *, unchanged: Iterable[str] = (), files: dict | None = None,
-                 prepare: Callable | None = None, index: Index | None = None) -> tuple[Index, UpdateReport]:
+def update_index(index_dir: Path, articles: list[Article], expected: dict, prepare: Prepare, *,
+                 unchanged: Iterable[str] = (), files: dict | None = None,
+                 index: Index | None = None) -> tuple[Index, UpdateReport]:
     """Bring the index in line with ``articles`` plus the ``unchanged`` ones (every other article is
-    removed), embedding only what is new or changed. ``unchanged``: ids of indexed articles the
-    caller knows did not change (their files' size and mtime are as recorded in ``files``, the whole
-    files table to record; None leaves it as it is), kept without being read. What is gone is found
-    from the files table when it accounts for every indexed article, else by listing every indexed
-    id. A caller that knows what changed (an upload) uses `apply_change` and skips the folder scan.
-    ``prepare(articles) -> list[Prepared]`` chunks and embeds elsewhere (e.g. on Ray)."""
+    removed), having ``prepare`` chunk and embed only what is new or changed. An index built other
+    than ``expected`` (the manifest to agree with and write) is rebuilt. ``unchanged``: ids of indexed
+    articles the caller knows did not change (their files' size and mtime are as recorded in
+    ``files``, the whole files table to record; None leaves it as it is), kept without being read.
+    What is gone is found from the files table when it accounts for every indexed article, else by
+    listing every indexed id. A caller that knows what changed (an upload) uses `apply_change`."""
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    expected = manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim)
-    prepare = prepare or (lambda fresh: prepare_articles(fresh, embedder, config, progress))
     with locked(index_dir):
         clean_locked(index_dir)
         old, rebuilt_because = None, None
@@ -126,7 +108,7 @@ def update_index(index_dir: Path, articles: list[Article], embedder, config: San
             if missing:
                 raise StoreError(f"{missing[0]} is not in the index at {index_dir}; run the update again")
             gone = live - given - set(unchanged)
-        index, report = _apply(index_dir, old, expected, articles, sorted(gone), delta, config, prepare)
+        index, report = _apply(index_dir, old, expected, articles, sorted(gone), delta, prepare)
     return index, dataclasses.replace(report, rebuilt_because=rebuilt_because)
 
 
@@ -154,8 +136,8 @@ def _current(index_dir: Path, expected: dict, index: Index | None) -> Index | No
 
 
 def _apply(index_dir: Path, old: Index | None, expected: dict, upserts: list[Article], removals: list[str],
-           files: dict, config: SanadConfig, prepare: Callable) -> tuple[Index, UpdateReport]:
-    """Find the upserted and removed ids in ``old``, embed what is new or changed, and write the
+           files: dict, prepare: Prepare) -> tuple[Index, UpdateReport]:
+    """Find the upserted and removed ids in ``old``, prepare what is new or changed, and write the
     version (or keep ``old`` when nothing changes)."""
     hashes = {article.id: content_hash(article) for article in upserts}
     if len(hashes) != len(upserts) or any(article_id in hashes for article_id in removals):
@@ -180,8 +162,7 @@ def _apply(index_dir: Path, old: Index | None, expected: dict, upserts: list[Art
     if old is not None and not fresh and not dead and not files:
         return old, report
     index, merged = _write_update(index_dir, old, expected, prepare(fresh) if fresh else [],
-                                  {number: np.array(rows, np.int64) for number, rows in dead.items()}, files,
-                                  config.store)
+                                  {number: np.array(rows, np.int64) for number, rows in dead.items()}, files)
     return index, dataclasses.replace(report, merged=merged)
 
 
@@ -189,21 +170,21 @@ def _texts_of(index_dir: Path, article_ids: list[str]) -> list[Article]:
     """Articles read back from the current version's segments, whatever its settings or format."""
     try:
         version, manifest = read_manifest(index_dir)
-        stored = load_version(index_dir, version, manifest, search=False)
-        rows = {ids[row]: (number, row) for number, part in enumerate(stored.parts)
-                for ids in [part.segment.catalog[0]] for row in part.alive_rows.tolist()}
-        return [stored._article(*rows[article_id]) for article_id in article_ids]
+        wanted = set(article_ids)
+        found = {article.id: article for article in load_version(index_dir, version, manifest, search=False).articles
+                 if article.id in wanted}
+        return [found[article_id] for article_id in article_ids]
     except (StoreError, KeyError, OSError, ValueError) as exc:
         raise StoreError(f"the index at {index_dir} must be rebuilt but its texts cannot be read ({exc}); "
                          "delete the folder and index again") from exc
 
 
 def _write_update(index_dir: Path, old: Index | None, expected: dict, prepared: list[Prepared],
-                  dead: dict[int, np.ndarray], files: dict, store: StoreConfig) -> tuple[Index, int]:
+                  dead: dict[int, np.ndarray], files: dict) -> tuple[Index, int]:
     """New segment, tombstones, merges, then the version switch; the old files are removed last.
     ``dead``: the article rows that die, by position in ``old.parts``. Segments with no new deaths
     keep their manifest entry and tombstone file as they are."""
-    milvus = None
+    store, milvus = StoreConfig(**expected["store"]), None
     if store.backend == "milvus":
         from rag.milvus import MilvusWriter
 
@@ -317,18 +298,3 @@ def plan_merges(sizes: list[tuple[int, int]]) -> list[list[int]]:
             groups.append(members[:MERGE_FACTOR])
             members = members[MERGE_FACTOR:]
     return groups
-
-
-def embed_texts(embedder, texts: list[str], progress) -> np.ndarray:
-    """Embed in slices so the progress bar moves. All texts are sorted by length first (longest
-    first, as sentence-transformers sorts within one call), so the batches of every slice pad little."""
-    if not texts:
-        return np.zeros((0, embedder.dim), np.float32)
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    vectors = np.empty((len(texts), embedder.dim), np.float32)
-    for at in range(0, len(texts), EMBED_SLICE):
-        rows = order[at:at + EMBED_SLICE]
-        vectors[rows] = embedder.encode_passages([texts[i] for i in rows])
-        if progress:
-            progress(min(at + EMBED_SLICE, len(texts)), len(texts), "embedding")
-    return vectors

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from rag.arabic import Number, is_arabic, normalize, read_numbers, terms
 from rag.config import SanadConfig
-from rag.reader import ReaderSettings
+from rag.reader import Gate, ReaderSettings
 from rag.types import Answer, Citation, Hit, Reading, Sentence, Span
 
 MAX_QUOTE_WORDS = 55  # longer sentences are trimmed to the clauses around the answer
@@ -78,25 +78,28 @@ class Answerer:
 
     def answer(self, question: str, readings: list[Reading], index) -> Answer:
         """The extractive answer (no LLM): short answer, quotes, conflicts, or an abstention."""
-        language = "ar" if is_arabic(question) else "en"
-        settings, gate = self.reader.settings, self.reader.gate(language)
-        claims = sorted(claims_of(readings, gate), key=lambda c: -c.score(settings.claim_weights))
+        language, gate, claims = self._claims(question, readings)
         confidence = max((c.probability for c in claims), default=0.0)
         if not claims or (confidence < gate.threshold and self.config.answer.abstain):
             return _abstention(language, claims[:2], index, confidence)
-        return _compose(language, _chosen(claims, gate.threshold, settings), index, confidence)
+        return _compose(language, _chosen(claims, gate.threshold, self.reader.settings), index, confidence)
 
     def settled(self, question: str, readings: list[Reading]) -> bool:
         """Whether the readings of the first chunks already decide the answer (`ReaderSettings.cascade`):
         their best claim is at least ``stop_probability`` likely and gives no figure (which other
         articles may give differently). Fitted so that reading on would change almost no answer."""
         cascade = self.reader.settings.cascade
-        gate = self.reader.gate("ar" if is_arabic(question) else "en")
-        claims = claims_of(readings, gate)
+        claims = self._claims(question, readings)[2]
         if cascade is None or not claims:
             return False
-        best = max(claims, key=lambda c: c.score(self.reader.settings.claim_weights))
-        return best.probability >= cascade.stop_probability and best.value is None
+        return claims[0].probability >= cascade.stop_probability and claims[0].value is None
+
+    def _claims(self, question: str, readings: list[Reading]) -> tuple[str, Gate, list[Claim]]:
+        """The question's language, its gate, and the readings' claims, best first (``claim_weights``)."""
+        language = "ar" if is_arabic(question) else "en"
+        gate = self.reader.gate(language)
+        weights = self.reader.settings.claim_weights
+        return language, gate, sorted(claims_of(readings, gate), key=lambda c: -c.score(weights))
 
     def extract(self, question: str, hits: list[Hit], index, history: Sequence | None = None) -> Answer:
         """`answer` over the reader's readings of ``hits`` (all of them), for tools that choose the hits."""

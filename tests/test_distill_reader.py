@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 from eval.distill_reader import build_student, distillation_loss, export_student, load_teacher, teacher_layers  # noqa: E402
 from rag.errors import ConfigError, ModelError  # noqa: E402
+from rag.arabic import read_numbers  # noqa: E402
 from rag.reader import CONFIG_FILE, READER_DIR, Reader, reader_fingerprint, reader_folder  # noqa: E402
 
 
@@ -122,9 +123,26 @@ def test_the_index_records_the_chosen_readers_fingerprint(config, embedder):
 
     fast = config.replace(answer={"reader": "fast"})
     assert manifest_for(config, embedder.model_id, embedder.fingerprint, embedder.dim)["answer_model"] == reader_fingerprint()
-    if (READER_DIR.with_name("reader_model_fast") / CONFIG_FILE).exists():
-        manifest = manifest_for(fast, embedder.model_id, embedder.fingerprint, embedder.dim)
-        assert manifest["answer_model"] == reader_fingerprint(READER_DIR.with_name("reader_model_fast"))
-    else:
-        with pytest.raises(ModelError, match="reader_model_fast"):
-            manifest_for(fast, embedder.model_id, embedder.fingerprint, embedder.dim)
+    manifest = manifest_for(fast, embedder.model_id, embedder.fingerprint, embedder.dim)
+    assert manifest["answer_model"] == reader_fingerprint(reader_folder("fast")) != reader_fingerprint()
+
+
+def test_the_shipped_fast_reader_is_a_calibrated_student_of_the_shipped_reader_that_cites_exactly(config, seeds_bot):
+    """``answer.reader = "fast"``: the 6-layer student in rag/reader_model_fast/, distilled from the reader
+    that ships and given its own gate by `eval.calibrate_reader` (a student's logits are not the teacher's)."""
+    from rag.answer import Answerer
+
+    folder = reader_folder("fast")
+    settings = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    assert settings["layers"] == 6 and settings["teacher"]["fingerprint"] == reader_fingerprint(READER_DIR)
+    assert settings["calibration"]["command"] == "python -m eval.calibrate_reader"
+    assert (folder / "reader.safetensors").stat().st_size <= 45e6
+    reader = Reader(seeds_bot.embedder, folder)
+    assert reader.layers == 6 and reader.gates != seeds_bot.answerer.reader.gates
+    answerer = Answerer(config.replace(answer={"reader": "fast"}), reader)
+    question = "كم عدد الجنود الكوريين الشماليين في كورسك؟"
+    answer = answerer.answer(question, reader.read(question, seeds_bot.retrieve(question)), seeds_bot.index)
+    assert not answer.abstained and answer.citations
+    for citation in answer.citations:
+        assert seeds_bot.index.article(citation.article_id).text[citation.start:citation.end] == citation.quote
+    assert any(number.value in (8000, 11000, 12000) for span in answer.spans for number in read_numbers(span.text))

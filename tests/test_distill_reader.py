@@ -10,9 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from eval.distill_reader import build_student, distillation_loss, export_student, load_teacher, teacher_layers  # noqa: E402
-from rag.errors import ConfigError, ModelError  # noqa: E402
 from rag.arabic import read_numbers  # noqa: E402
-from rag.reader import CONFIG_FILE, READER_DIR, Reader, reader_fingerprint, reader_folder  # noqa: E402
+from rag.errors import ConfigError, ModelError  # noqa: E402
+from rag.reader import CONFIG_FILE, READER_DIR, WEIGHTS_FILE, Reader, reader_fingerprint, reader_folder  # noqa: E402
+from tests.test_answer import assert_exact  # noqa: E402
 
 
 def tiny_teacher(layers: int = 4):
@@ -136,13 +137,12 @@ def test_the_shipped_fast_reader_is_a_calibrated_student_of_the_shipped_reader_t
     settings = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     assert settings["layers"] == 6 and settings["teacher"]["fingerprint"] == reader_fingerprint(READER_DIR)
     assert settings["calibration"]["command"] == "python -m eval.calibrate_reader"
-    assert (folder / "reader.safetensors").stat().st_size <= 45e6
+    assert (folder / WEIGHTS_FILE).stat().st_size <= 45e6
     reader = Reader(seeds_bot.embedder, folder)
     assert reader.layers == 6 and reader.gates != seeds_bot.answerer.reader.gates
     answerer = Answerer(config.replace(answer={"reader": "fast"}), reader)
     question = "كم عدد الجنود الكوريين الشماليين في كورسك؟"
     answer = answerer.answer(question, reader.read(question, seeds_bot.retrieve(question)), seeds_bot.index)
     assert not answer.abstained and answer.citations
-    for citation in answer.citations:
-        assert seeds_bot.index.article(citation.article_id).text[citation.start:citation.end] == citation.quote
+    assert_exact(seeds_bot, answer)
     assert any(number.value in (8000, 11000, 12000) for span in answer.spans for number in read_numbers(span.text))
